@@ -1,0 +1,29 @@
+"""Loopback checks: the fake only serves and calls back on this machine unless told otherwise."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+__all__ = ["is_loopback_host", "is_loopback_http_url"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address (``127.0.0.0/8``, ``::1``)."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_http_url(url: str) -> bool:
+    """Whether ``url`` is a plain ``http://`` URL pointing at a loopback host."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on an invalid port
+    except ValueError:
+        return False
+    return parts.scheme == "http" and is_loopback_host(parts.hostname or "")

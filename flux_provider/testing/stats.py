@@ -1,0 +1,59 @@
+"""Request records and counters kept by the fake API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["REDACTED", "FakeStats", "RecordedRequest"]
+
+REDACTED = "***"
+"""Replaces API-key header values in :attr:`RecordedRequest.headers`."""
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the fake API received it.
+
+    Attributes:
+        method: HTTP method, e.g. ``"POST"``.
+        path: URL path without the query string.
+        query: Query parameters (the last value wins when a name repeats).
+        headers: Request headers with lower-cased names; ``authorization`` and the server's
+            API-key header carry :data:`REDACTED` instead of their value.
+        body: Raw request body (empty for requests without one).
+        received_at: ``time.monotonic()`` when the request was read.
+        client_port: The client's source port: requests sharing one tell a reused connection.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: float
+    client_port: int = 0
+
+
+@dataclass
+class FakeStats:
+    """Counters of what the fake API has seen since it started or since ``reset_stats()``.
+
+    :attr:`FakeFluxServer.stats` returns a copy, so reading it is safe while requests arrive.
+
+    Attributes:
+        create_requests: Every POST to ``createTask``, including faulted and rejected ones.
+        tasks_created: Tasks created by successful ``createTask`` requests (``submit()`` is
+            not counted).
+        poll_requests: Every GET of ``recordInfo``, including faulted and rejected ones.
+        image_requests: Every GET of a result file, including faulted and missing ones.
+        callbacks_sent: Callback POSTs attempted to loopback ``callBackUrl`` addresses.
+        requests: Every request received, in arrival order, including unknown routes.
+    """
+
+    create_requests: int = 0
+    tasks_created: int = 0
+    poll_requests: int = 0
+    image_requests: int = 0
+    callbacks_sent: int = 0
+    requests: list[RecordedRequest] = field(default_factory=list)
