@@ -6,19 +6,26 @@ Airflow import in the session sees the same home, DAGs folder and settings.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
+DAGS_FOLDER = AIRFLOW_HOME / "dags"
+DAGS_FOLDER.mkdir()
+# dag.test() runs only DAGs it can serialise from the DAGs folder: the examples and the test DAGs.
+for source in [*(REPO / "example_dags").glob("*.py"), *(REPO / "tests" / "dags").glob("*.py")]:
+    (DAGS_FOLDER / source.name).symlink_to(source)
 
 os.environ.update(
     {
         "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "example_dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
@@ -37,3 +44,17 @@ def migrate_database() -> None:
         timeout=300,
         env=os.environ.copy(),
     )
+
+
+def load_dag(dag_id: str) -> Any:
+    """The DAG ``dag_id`` from the session's DAGs folder."""
+    for path in sorted(DAGS_FOLDER.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"dags_{path.stem}", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for value in vars(module).values():
+            if getattr(value, "dag_id", None) == dag_id and hasattr(value, "test"):
+                return value
+    raise LookupError(f"no DAG {dag_id!r} in {DAGS_FOLDER}")

@@ -1,0 +1,35 @@
+"""Text to image, every night: one deferrable FLUX.2 [max] generation.
+
+Shows the operator's default shape: the prompt is templated with the run's
+date, the task defers to the triggerer while the image renders (no worker slot
+held), and the result (task id, image URLs, timings) lands in XCom.
+
+Connection: ``flux_default`` (type ``flux``: password = API key, host = API
+base URL). ``make demo`` points it at the embedded fake API.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from flux_provider.operators import FluxGenerateImageOperator
+
+with DAG(
+    dag_id="flux_text_to_image",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["flux", "example"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+) as dag:
+    FluxGenerateImageOperator(
+        task_id="generate_hero_image",
+        prompt="A studio photo of a ceramic teapot on linen, catalogue style, {{ ds }}",
+        aspect_ratio="16:9",
+        resolution="1K",
+        seed=20260101,
+        deferrable=True,
+    )

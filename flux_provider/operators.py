@@ -1,0 +1,275 @@
+"""``FluxGenerateImageOperator``: validate, submit, wait (deferred by default), finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.providers.common.compat.sdk import conf
+from airflow.sdk import BaseOperator
+
+from flux_provider.client import DEFAULT_WAIT_TIMEOUT
+from flux_provider.errors import FluxError, InvalidInputError, NotFoundError
+from flux_provider.hooks import FluxHook
+from flux_provider.links import FluxResultLink, persist_result_link
+from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
+from flux_provider.outcomes import fail, result_from_event, result_from_info
+from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, TaskWait
+from flux_provider.triggers import FluxTaskTrigger
+
+STATE_KEY = "flux_task_id"
+"""Key of the task id in ``task_state_store`` and XCom; renaming it breaks in-flight retries."""
+
+
+def check_wait_settings(poll_interval: float | None, timeout: float, max_errors: int) -> None:
+    """Reject impossible wait settings when the DAG is parsed."""
+    if poll_interval is not None and not poll_interval > 0:
+        raise ValueError(
+            f"poll_interval must be > 0 seconds (or None for adaptive), got {poll_interval}"
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if max_errors < 0:
+        raise ValueError(f"max_consecutive_errors must be >= 0, got {max_errors}")
+
+
+class FluxWaitMixin:
+    """Waiting for a submitted task: check once, then defer or poll; shared with the sensor."""
+
+    flux_conn_id: str
+    deferrable: bool
+    poll_interval: float | None
+    timeout: float
+    max_consecutive_errors: int
+    log: Any
+
+    @cached_property
+    def hook(self) -> FluxHook:
+        """The hook for ``flux_conn_id``."""
+        return FluxHook(flux_conn_id=self.flux_conn_id)
+
+    def wait_and_finish(self, context: Any, flux_task_id: str, info: TaskInfo | None = None) -> Any:
+        """Return the result if the task already ended; otherwise defer or block until it does."""
+        if info is None:
+            info = self._guarded(self.hook.get_task, flux_task_id)
+        if info.state.is_terminal:
+            self.log.info(
+                "Flux task %s has already ended (%s): not waiting", flux_task_id, info.raw_state
+            )
+            return self.finish(context, info)
+        if self.deferrable:
+            self.log.info("Deferring: polling flux task %s in the triggerer", flux_task_id)
+            self.defer(  # type: ignore[attr-defined]
+                trigger=FluxTaskTrigger(
+                    flux_task_id,
+                    self.flux_conn_id,
+                    deadline=time.time() + self.timeout,
+                    poll_interval=self.poll_interval,
+                    max_consecutive_errors=self.max_consecutive_errors,
+                ),
+                method_name="execute_complete",
+                timeout=None,
+            )
+        final = self._guarded(
+            self.hook.client.wait_for_task,
+            flux_task_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            on_poll=self._log_progress,
+        )
+        return self.finish(context, final)
+
+    def _log_progress(self, wait: TaskWait, info: TaskInfo | None) -> None:
+        if info is not None and wait.polls > 1 and info.state is wait.last_state:
+            return
+        self.log.info(
+            "Flux task %s: %s after %.1fs (%d polls)",
+            wait.flux_task_id,
+            info.raw_state if info is not None else f"poll failed ({wait.last_error})",
+            wait.elapsed,
+            wait.polls,
+        )
+
+    def _guarded(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except FluxError as error:
+            fail(error, self.log)
+
+    def execute_complete(self, context: Any, event: Mapping[str, Any] | None = None) -> Any:
+        """Resume after the trigger fired: validate the event, then finish."""
+        result = result_from_event(event, self.log)
+        persist_result_link(context, _first(result.get("result_urls")))
+        return self.complete(context, result)
+
+    def finish(self, context: Any, info: TaskInfo) -> Any:
+        """Finish from a final task info (sync path and already-ended tasks)."""
+        result = result_from_info(info, self.log)
+        persist_result_link(context, _first(result.get("result_urls")))
+        return self.complete(context, result)
+
+    def complete(self, context: Any, result: dict[str, Any]) -> Any:
+        """Hook for subclasses to post-process the result dict."""
+        return result
+
+
+def _first(urls: Any) -> str | None:
+    return urls[0] if isinstance(urls, list) and urls else None
+
+
+class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
+    """Generate an image with FLUX.2 [max]: validate, submit, wait, return the result.
+
+    The input is validated with :class:`~flux_provider.models.Flux2MaxInput`
+    before any HTTP call. The submitted task id is pushed to XCom
+    (``flux_task_id``) and saved in ``task_state_store`` the moment it exists,
+    so a retry of this task instance re-attaches to a task that is still
+    running or already succeeded instead of paying for a new one.
+
+    :param prompt: the text prompt (templated).
+    :param input_urls: reference image URLs for edits, up to 8 (templated).
+    :param aspect_ratio: e.g. ``"1:1"``, ``"16:9"``, ``"auto"``.
+    :param resolution: ``"1K"`` or ``"2K"``.
+    :param seed: integer seed for reproducibility.
+    :param extra_input: more ``input`` fields passed through untouched (templated).
+    :param model: the API model name; only ``"flux-2-max"``.
+    :param callback_url: URL the API POSTs to when the task ends (templated).
+    :param flux_conn_id: the Airflow connection (type ``flux``).
+    :param deferrable: poll in the triggerer (default ``[operators] default_deferrable``).
+    :param wait_for_completion: ``False`` submits and returns the id at once.
+    :param poll_interval: fixed seconds between polls; ``None`` = adaptive (2 s growing to 5 s).
+    :param timeout: seconds to wait for the task before failing (retryable).
+    :param max_consecutive_errors: transient poll failures in a row absorbed before failing.
+    :param reattach: re-attach to the previous try's task instead of submitting again.
+    """
+
+    template_fields: Sequence[str] = ("prompt", "input_urls", "extra_input", "callback_url")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"extra_input": "json"}
+    operator_extra_links = (FluxResultLink(),)
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        input_urls: list[str] | None = None,
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+        seed: int | None = None,
+        extra_input: dict[str, Any] | None = None,
+        model: str = MODEL_NAME,
+        callback_url: str | None = None,
+        flux_conn_id: str = FluxHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        wait_for_completion: bool = True,
+        poll_interval: float | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        reattach: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if model != MODEL_NAME:
+            raise ValueError(f"model must be {MODEL_NAME!r}, got {model!r}")
+        check_wait_settings(poll_interval, timeout, max_consecutive_errors)
+        # Fields that are not templated can be checked now, when the DAG is parsed.
+        static = {"aspect_ratio": aspect_ratio, "resolution": resolution, "seed": seed}
+        try:
+            validate_input({"prompt": "-", **{k: v for k, v in static.items() if v is not None}})
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+        self.prompt = prompt
+        self.input_urls = input_urls
+        self.aspect_ratio = aspect_ratio
+        self.resolution = resolution
+        self.seed = seed
+        self.extra_input = extra_input
+        self.model = model
+        self.callback_url = callback_url
+        self.flux_conn_id = flux_conn_id
+        self.deferrable = deferrable
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.max_consecutive_errors = max_consecutive_errors
+        self.reattach = reattach
+
+    def build_input(self) -> Flux2MaxInput:
+        """The validated ``input`` object (after templates were rendered)."""
+        if self.extra_input is not None and not isinstance(self.extra_input, Mapping):
+            raise InvalidInputError(
+                f"extra_input must be a mapping, got {type(self.extra_input).__name__}"
+            )
+        data: dict[str, Any] = dict(self.extra_input or {})
+        named = {
+            "prompt": self.prompt,
+            "input_urls": self.input_urls,
+            "aspect_ratio": self.aspect_ratio,
+            "resolution": self.resolution,
+            "seed": self.seed,
+        }
+        data.update({k: v for k, v in named.items() if v is not None})
+        return validate_input(data)
+
+    def execute(self, context: Any) -> Any:
+        """Submit (or re-attach), then wait according to the operator's mode."""
+        try:
+            flux_input = self.build_input()
+        except InvalidInputError as exc:
+            fail(exc, self.log)
+        store = context.get("task_state_store") if self.reattach else None
+        if self.reattach and store is None:
+            self.log.warning("task_state_store is unavailable: a retry will submit a new task")
+        previous = self._previous_task(store)
+        if previous is not None and previous.state is not TaskState.FAIL:
+            self._share_id(context, previous.flux_task_id)
+            if not self.wait_for_completion:
+                return {"flux_task_id": previous.flux_task_id, "state": previous.state.value}
+            return self.wait_and_finish(context, previous.flux_task_id, previous)
+        flux_task_id = self._guarded(
+            self.hook.create_task, flux_input, model=self.model, callback_url=self.callback_url
+        )
+        if store is not None:
+            store.set(STATE_KEY, flux_task_id)
+        self.log.info("Submitted flux task %s", flux_task_id)
+        self._share_id(context, flux_task_id)
+        if not self.wait_for_completion:
+            return {"flux_task_id": flux_task_id, "state": "submitted"}
+        return self.wait_and_finish(context, flux_task_id)
+
+    def _share_id(self, context: Any, flux_task_id: str) -> None:
+        context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)
+
+    def _previous_task(self, store: Any) -> TaskInfo | None:
+        """The earlier try's task if it can be reused (running or succeeded), else ``None``."""
+        if store is None:
+            return None
+        flux_task_id = store.get(STATE_KEY)
+        if not isinstance(flux_task_id, str):
+            return None
+        try:
+            info: TaskInfo = self.hook.get_task(flux_task_id)
+        except NotFoundError:
+            self.log.warning(
+                "Previous flux task %s is unknown to the API: submitting anew", flux_task_id
+            )
+            return None
+        except FluxError as error:
+            fail(error, self.log)
+        if info.state is TaskState.FAIL:
+            self.log.warning(
+                "Previous flux task %s failed (%s): submitting anew", flux_task_id, info.fail_msg
+            )
+        elif info.state is TaskState.SUCCESS:
+            self.log.info(
+                "Previous flux task %s already succeeded: reusing it, not submitting", flux_task_id
+            )
+        else:
+            self.log.info(
+                "Re-attaching to previous flux task %s (%s): not submitting",
+                flux_task_id,
+                info.raw_state,
+            )
+        return info

@@ -1,0 +1,150 @@
+"""``FluxHook``: connection fields to client configuration, the Test button, provider metadata."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flux_provider import client, get_provider_info
+from flux_provider.hooks import FluxHook, build_config
+from flux_provider.testing import FakeFluxServer
+from tests.airflow.conftest import API_KEY
+
+
+def _config(**fields: Any) -> Any:
+    options: dict[str, Any] = {"password": API_KEY, "host": None, "port": None, "extras": {}}
+    options.update(fields)
+    return build_config(**options)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "base_url"),
+    [
+        (None, None, "https://api.kie.ai"),
+        ("https://flux.example.com/", None, "https://flux.example.com"),
+        ("flux.example.com", None, "https://flux.example.com"),
+        ("127.0.0.1", 8080, "http://127.0.0.1:8080"),
+        ("http://localhost:9000", None, "http://localhost:9000"),
+    ],
+)
+def test_host_becomes_the_base_url(host: str | None, port: int | None, base_url: str) -> None:
+    assert _config(host=host, port=port).base_url == base_url
+
+
+def test_extras_configure_the_client() -> None:
+    config = _config(
+        host="http://flux.internal",
+        extras={
+            "auth_header": "Authorization",
+            "create_path": "/v9/create",
+            "extra__flux__info_path": "/v9/info",
+            "timeout": "12.5",
+            "allow_insecure_http": "true",
+        },
+    )
+    assert config.auth_headers() == {"Authorization": f"Bearer {API_KEY}"}
+    assert (config.create_path, config.info_path, config.timeout) == (
+        "/v9/create",
+        "/v9/info",
+        12.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        ({"password": ""}, "api_key is empty"),
+        ({"password": None}, "api_key is empty"),
+        ({"host": "ftp://flux.example.com"}, "base_url"),
+        ({"host": "http://flux.example.com"}, "plain http"),
+        ({"extras": {"create_path": "no-slash"}}, "create_path"),
+        ({"extras": {"timeout": "0"}}, "timeout"),
+    ],
+)
+def test_misconfigured_connections_are_named(fields: dict[str, Any], text: str) -> None:
+    with pytest.raises(ValueError, match=text) as info:
+        _config(**fields)
+    assert "flux connection is misconfigured" in str(info.value)
+    assert API_KEY not in str(info.value)
+
+
+def test_test_connection_accepts_a_good_key(fake_api: FakeFluxServer) -> None:
+    ok, message = FluxHook().test_connection()
+    assert ok, message
+    assert fake_api.base_url in message
+    assert fake_api.stats.create_requests == 0
+
+
+def test_test_connection_reports_a_bad_key(
+    fake_api: FakeFluxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = {"conn_type": "flux", "host": fake_api.base_url, "password": "wrong-key-123"}
+    monkeypatch.setenv("AIRFLOW_CONN_FLUX_BAD", json.dumps(conn))
+    ok, message = FluxHook(flux_conn_id="flux_bad").test_connection()
+    assert not ok
+    assert "401" in message
+    assert "wrong-key-123" not in message
+
+
+def test_test_connection_reports_a_misconfiguration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_FLUX_EMPTY", json.dumps({"conn_type": "flux"}))
+    ok, message = FluxHook(flux_conn_id="flux_empty").test_connection()
+    assert not ok
+    assert "api_key is empty" in message
+
+
+async def test_async_twins(fake_api: FakeFluxServer) -> None:
+    hook = FluxHook()
+    flux_task_id = await hook.acreate_task({"prompt": "async"})
+    assert (await hook.aget_task(flux_task_id)).flux_task_id == flux_task_id
+    assert fake_api.stats.tasks_created == 1
+
+
+def test_sync_client_is_reused(fake_api: FakeFluxServer) -> None:
+    hook = FluxHook()
+    flux_task_id = hook.create_task({"prompt": "reuse"})
+    hook.get_task(flux_task_id)
+    assert hook.get_conn() is hook.client
+    assert len({r.client_port for r in fake_api.stats.requests}) == 1
+    hook.close()
+
+
+def test_provider_info_lists_every_component() -> None:
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-flux"
+    (conn_type,) = info["connection-types"]
+    assert conn_type["hook-class-name"] == "flux_provider.hooks.FluxHook"
+    assert set(conn_type["conn-fields"]) == {
+        "auth_header",
+        "create_path",
+        "info_path",
+        "timeout",
+        "allow_insecure_http",
+    }
+    assert conn_type["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+    assert info["extra-links"] == ["flux_provider.links.FluxResultLink"]
+    modules = [m for key in ("hooks", "operators", "sensors", "triggers") for m in info[key]]
+    assert {m for entry in modules for m in entry["python-modules"]} == {
+        "flux_provider.hooks",
+        "flux_provider.operators",
+        "flux_provider.sensors",
+        "flux_provider.triggers",
+    }
+
+
+def test_hook_ui_behaviour_matches_the_provider_info() -> None:
+    behaviour = FluxHook.get_ui_field_behaviour()
+    assert behaviour["hidden_fields"] == ["schema", "login", "port", "extra"]
+    assert behaviour["relabeling"] == {"host": "API base URL", "password": "API key"}
+
+
+def test_provider_info_defaults_match_the_client() -> None:
+    conn_type = get_provider_info()["connection-types"][0]
+    fields = conn_type["conn-fields"]
+    assert fields["auth_header"]["schema"]["default"] == client.DEFAULT_AUTH_HEADER
+    assert fields["create_path"]["schema"]["default"] == client.DEFAULT_CREATE_PATH
+    assert fields["info_path"]["schema"]["default"] == client.DEFAULT_INFO_PATH
+    assert fields["timeout"]["schema"]["default"] == client.DEFAULT_TIMEOUT
+    assert conn_type["ui-field-behaviour"]["placeholders"]["host"] == client.DEFAULT_BASE_URL
