@@ -1,18 +1,20 @@
-"""Text to image, every night: one deferrable FLUX.2 [max] generation.
+"""Text to image, every night: one deferrable FLUX.2 [max] generation, copied to storage.
 
 Shows the operator's default shape: the prompt is templated with the run's
 date, the task defers to the triggerer while the image renders (no worker slot
-held), and the result (task id, image URLs, timings) lands in XCom.
+held), and the image is copied to ``download_to`` before its URL expires. The
+result (task id, image URLs, stored files with size and SHA-256) lands in XCom.
 
 Connection: ``flux_default`` (type ``flux``: password = API key, host = API
 base URL). ``make demo`` points it at the embedded fake API.
+Param ``output_dir``: where the images go (a local path or any object-storage URL).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from flux_provider.operators import FluxGenerateImageOperator
 
@@ -23,6 +25,7 @@ with DAG(
     catchup=False,
     doc_md=__doc__,
     tags=["flux", "example"],
+    params={"output_dir": Param("output", type="string")},
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
 ) as dag:
     FluxGenerateImageOperator(
@@ -32,4 +35,5 @@ with DAG(
         resolution="1K",
         seed=20260101,
         deferrable=True,
+        download_to="{{ params.output_dir }}",
     )

@@ -49,7 +49,7 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {"host": "https://api.kie.ai", "password": "your API key"},
                 },
                 "conn-fields": {
-                    "auth_header": {
+                    "header_name": {
                         "label": "Auth header",
                         "schema": {"type": ["string", "null"], "default": "x-api-key"},
                         "description": "Header carrying the key: x-api-key, or Authorization "

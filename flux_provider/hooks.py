@@ -40,9 +40,6 @@ from flux_provider.client import (
 from flux_provider.errors import FluxError
 from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo
 
-EXTRA_FIELDS = ("auth_header", "create_path", "info_path", "timeout", "allow_insecure_http")
-
-
 _LAZY_MODULES = (
     "anyio._backends._asyncio",
     "asgiref.sync",
@@ -109,7 +106,7 @@ def build_config(
         return ClientConfig(
             api_key=password or "",
             base_url=_base_url(host, port),
-            auth_header=_extra(extras, "auth_header") or DEFAULT_AUTH_HEADER,
+            auth_header=_extra(extras, "header_name") or DEFAULT_AUTH_HEADER,
             create_path=_extra(extras, "create_path") or DEFAULT_CREATE_PATH,
             info_path=_extra(extras, "info_path") or DEFAULT_INFO_PATH,
             timeout=float(timeout) if timeout is not None else DEFAULT_TIMEOUT,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import conf
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from flux_provider.client import DEFAULT_WAIT_TIMEOUT
+from flux_provider.downloads import DEFAULT_MAX_IMAGE_BYTES, ResultDownloader
 from flux_provider.errors import FluxError, InvalidInputError, NotFoundError
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink, persist_result_link
@@ -100,23 +102,40 @@ class FluxWaitMixin:
 
     def execute_complete(self, context: Any, event: Mapping[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: validate the event, then finish."""
-        result = result_from_event(event, self.log)
-        persist_result_link(context, _first(result.get("result_urls")))
-        return self.complete(context, result)
+        return self._finalise(context, result_from_event(event, self.log))
 
     def finish(self, context: Any, info: TaskInfo) -> Any:
         """Finish from a final task info (sync path and already-ended tasks)."""
-        result = result_from_info(info, self.log)
-        persist_result_link(context, _first(result.get("result_urls")))
-        return self.complete(context, result)
+        return self._finalise(context, result_from_info(info, self.log))
 
-    def complete(self, context: Any, result: dict[str, Any]) -> Any:
-        """Hook for subclasses to post-process the result dict."""
+    def _finalise(self, context: Any, result: dict[str, Any]) -> dict[str, Any]:
+        result = self.complete(context, result)
+        persist_result_link(context, result_link_target(result))
+        return result
+
+    def complete(self, context: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Post-process the result dict of a successful task (downloads, asset events)."""
         return result
 
 
-def _first(urls: Any) -> str | None:
-    return urls[0] if isinstance(urls, list) and urls else None
+def result_link_target(result: Mapping[str, Any]) -> str | None:
+    """The first stored copy when it is browsable over http(s), else the first result URL."""
+    stored = [s["location"] for s in result.get("stored") or []]
+    browsable = [loc for loc in stored if loc.startswith(("http://", "https://"))]
+    urls = browsable or list(result.get("result_urls") or [])
+    return urls[0] if urls else None
+
+
+def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
+    """A download target as an ``ObjectStoragePath``; a plain path means the local disk."""
+    if isinstance(target, ObjectStoragePath):
+        return target
+    text = str(target).strip()
+    if not text:
+        raise InvalidInputError("download_to is empty")
+    if "://" not in text:
+        text = Path(text).expanduser().resolve().as_uri()
+    return ObjectStoragePath(text)
 
 
 class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
@@ -143,9 +162,18 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
     :param timeout: seconds to wait for the task before failing (retryable).
     :param max_consecutive_errors: transient poll failures in a row absorbed before failing.
     :param reattach: re-attach to the previous try's task instead of submitting again.
+    :param download_to: folder to copy the images into (templated): a path or URL string
+        (``/data/images``, ``s3://bucket/prefix``…) or an ``ObjectStoragePath``.
+    :param max_download_bytes: per-image size cap for ``download_to``.
     """
 
-    template_fields: Sequence[str] = ("prompt", "input_urls", "extra_input", "callback_url")
+    template_fields: Sequence[str] = (
+        "prompt",
+        "input_urls",
+        "extra_input",
+        "callback_url",
+        "download_to",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {"extra_input": "json"}
     operator_extra_links = (FluxResultLink(),)
     ui_color = "#f0e4ff"
@@ -168,6 +196,8 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         reattach: bool = True,
+        download_to: str | ObjectStoragePath | None = None,
+        max_download_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -195,6 +225,10 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         self.timeout = timeout
         self.max_consecutive_errors = max_consecutive_errors
         self.reattach = reattach
+        if max_download_bytes <= 0:
+            raise ValueError(f"max_download_bytes must be > 0, got {max_download_bytes}")
+        self.download_to = download_to
+        self.max_download_bytes = max_download_bytes
 
     def build_input(self) -> Flux2MaxInput:
         """The validated ``input`` object (after templates were rendered)."""
@@ -238,6 +272,34 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         if not self.wait_for_completion:
             return {"flux_task_id": flux_task_id, "state": "submitted"}
         return self.wait_and_finish(context, flux_task_id)
+
+    def complete(self, context: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Copy the images to ``download_to`` and describe them on the outlets' asset events."""
+        if self.download_to is not None:
+            result["stored"] = self._download(result)
+        extra = {
+            "flux_task_id": result["flux_task_id"],
+            "result_urls": result["result_urls"],
+            "stored": [s["location"] for s in result.get("stored", [])],
+        }
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra.update(extra)
+        return result
+
+    def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
+        downloader = ResultDownloader(max_bytes=self.max_download_bytes)
+        try:
+            folder = storage_path(self.download_to)  # type: ignore[arg-type]
+            stored = downloader.download_all(result["result_urls"], folder, result["flux_task_id"])
+        except FluxError as error:
+            fail(error, self.log)
+        finally:
+            downloader.close()
+        for image in stored:
+            self.log.info(
+                "Stored %s (%d bytes, sha256 %s)", image.location, image.bytes, image.sha256
+            )
+        return [image.as_dict() for image in stored]
 
     def _share_id(self, context: Any, flux_task_id: str) -> None:
         context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)

@@ -37,7 +37,7 @@ def test_extras_configure_the_client() -> None:
     config = _config(
         host="http://flux.internal",
         extras={
-            "auth_header": "Authorization",
+            "header_name": "Authorization",
             "create_path": "/v9/create",
             "extra__flux__info_path": "/v9/info",
             "timeout": "12.5",
@@ -117,7 +117,7 @@ def test_provider_info_lists_every_component() -> None:
     (conn_type,) = info["connection-types"]
     assert conn_type["hook-class-name"] == "flux_provider.hooks.FluxHook"
     assert set(conn_type["conn-fields"]) == {
-        "auth_header",
+        "header_name",
         "create_path",
         "info_path",
         "timeout",
@@ -143,7 +143,7 @@ def test_hook_ui_behaviour_matches_the_provider_info() -> None:
 def test_provider_info_defaults_match_the_client() -> None:
     conn_type = get_provider_info()["connection-types"][0]
     fields = conn_type["conn-fields"]
-    assert fields["auth_header"]["schema"]["default"] == client.DEFAULT_AUTH_HEADER
+    assert fields["header_name"]["schema"]["default"] == client.DEFAULT_AUTH_HEADER
     assert fields["create_path"]["schema"]["default"] == client.DEFAULT_CREATE_PATH
     assert fields["info_path"]["schema"]["default"] == client.DEFAULT_INFO_PATH
     assert fields["timeout"]["schema"]["default"] == client.DEFAULT_TIMEOUT

@@ -104,7 +104,13 @@ def test_templated_fields_and_extra_input_pass_through(fake_api: FakeFluxServer)
         extra_input={"safety_tolerance": 3, "new_host_knob": "x"},
         seed=11,
     )
-    assert set(operator.template_fields) == {"prompt", "input_urls", "extra_input", "callback_url"}
+    assert set(operator.template_fields) == {
+        "prompt",
+        "input_urls",
+        "extra_input",
+        "callback_url",
+        "download_to",
+    }
     result = operator.execute(_context())
     assert fake_api.tasks[result["flux_task_id"]].input == {
         "prompt": "an orange cat in a paper boat",

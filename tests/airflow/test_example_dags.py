@@ -1,0 +1,112 @@
+"""Every example DAG runs green under ``dag.test()`` against the fake API, with real files."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flux_provider.testing import FakeFluxServer
+from tests.conftest import load_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def _xcom(run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
+            .filter_by(map_index=map_index)
+            .one()
+        )
+        return row.value
+
+
+def _assert_stored(stored: list[dict[str, Any]], folder: Path) -> None:
+    assert stored
+    for image in stored:
+        path = Path(image["location"].removeprefix("file://"))
+        assert path.parent == folder
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG")
+        assert len(data) == image["bytes"]
+        assert hashlib.sha256(data).hexdigest() == image["sha256"]
+
+
+def test_text_to_image(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+    started = time.monotonic()
+    run = load_dag("flux_text_to_image").test(run_conf={"output_dir": str(tmp_path)})
+    assert run.state == "success", time.monotonic() - started
+    result = _xcom(run, "generate_hero_image")
+    assert result["state"] == "success"
+    assert result["flux_task_id"] == _xcom(run, "generate_hero_image", "flux_task_id")
+    _assert_stored(result["stored"], tmp_path)
+    # The link opens the first result image (a local file is not browsable).
+    assert _xcom(run, "generate_hero_image", "_link_FluxResultLink") == result["result_urls"][0]
+    assert fake_api.stats.tasks_created == 1
+
+
+def test_edit_with_reference_images(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+    run = load_dag("flux_edit_reference_images").test(
+        run_conf={"output_dir": str(tmp_path), "style": "neon night"}
+    )
+    assert run.state == "success"
+    (task,) = fake_api.tasks.values()
+    assert task.input["input_urls"] == [
+        "https://images.example.com/uploads/sku-1042-front.jpg",
+        "https://images.example.com/uploads/sku-1042-side.jpg",
+    ]
+    assert "neon night" in task.input["prompt"]
+    _assert_stored(_xcom(run, "restyle_product_photos")["stored"], tmp_path)
+
+
+def test_mapped_batch(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool("flux_api", 4, "FLUX API", include_deferred=False)
+    run = load_dag("flux_mapped_batch").test(run_conf={"output_dir": str(tmp_path)})
+    assert run.state == "success"
+    mapped = [ti for ti in run.get_task_instances() if ti.task_id == "generate"]
+    assert len(mapped) == 4
+    assert {ti.state for ti in mapped} == {"success"}
+    assert fake_api.stats.tasks_created == 4
+    prompts = sorted(task.input["prompt"] for task in fake_api.tasks.values())
+    assert prompts[0] == "A ceramic vase with dried grasses on a shelf, catalogue photo"
+    assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def test_asset_producer_attaches_what_it_made(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    run = load_dag("flux_asset_producer").test(run_conf={"output_dir": str(tmp_path)})
+    assert run.state == "success"
+    result = _xcom(run, "generate_banner")
+    with create_session() as session:
+        events = [
+            e.extra for e in session.query(AssetEvent).filter_by(source_run_id=run.run_id).all()
+        ]
+    assert events == [
+        {
+            "flux_task_id": result["flux_task_id"],
+            "result_urls": result["result_urls"],
+            "stored": [s["location"] for s in result["stored"]],
+        }
+    ]
+    consumer = load_dag("flux_asset_consumer").test()
+    assert consumer.state == "success"
+
+
+def test_sensor_waits_for_an_external_task(fake_api: FakeFluxServer) -> None:
+    flux_task_id = fake_api.submit({"prompt": "submitted by the web app"})
+    run = load_dag("flux_sensor_external_task").test(run_conf={"flux_task_id": flux_task_id})
+    assert run.state == "success"
+    assert _xcom(run, "report") == [f"{fake_api.base_url}/files/{flux_task_id}/0.png"]
+    assert fake_api.stats.create_requests == 0

@@ -1,0 +1,128 @@
+"""The provider inside a real ``airflow standalone``: scheduler, executor, triggerer, API server.
+
+One standalone instance (fresh AIRFLOW_HOME, SQLite, LocalExecutor) is shared by the module; the
+fake FLUX API runs in the test process and reaches Airflow as ``AIRFLOW_CONN_FLUX_DEFAULT``.
+Start-up takes 20-40 s on a small machine, a run another 15-30 s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flux_provider.testing import FakeFluxServer
+from tests.airflow.conftest import API_KEY
+from tests.conftest import REPO
+from tests.standalone_airflow import StandaloneAirflow
+
+pytestmark = pytest.mark.timeout(600)
+
+DAG_ID = "flux_text_to_image"
+TASK_ID = "generate_hero_image"
+CONN_FIELDS = {"header_name", "create_path", "info_path", "timeout", "allow_insecure_http"}
+
+
+@pytest.fixture(scope="module")
+def fake_flux() -> Iterator[FakeFluxServer]:
+    """The fake API with ~4 s tasks, so the operator certainly defers to the triggerer."""
+    with FakeFluxServer(api_key=API_KEY, duration=4.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def standalone(
+    tmp_path_factory: pytest.TempPathFactory, fake_flux: FakeFluxServer
+) -> Iterator[StandaloneAirflow]:
+    home = tmp_path_factory.mktemp("standalone-airflow-home")
+    extra_env = {"AIRFLOW_CONN_FLUX_DEFAULT": fake_flux.airflow_connection_json()}
+    with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=extra_env) as sa:
+        yield sa
+
+
+def test_deferrable_dag_runs_in_the_real_triggerer(
+    standalone: StandaloneAirflow, fake_flux: FakeFluxServer
+) -> None:
+    creates_before = fake_flux.stats.create_requests
+
+    run_id = standalone.trigger_dag(DAG_ID)
+    state = standalone.wait_for_run(DAG_ID, run_id, timeout=180)
+    assert state == "success", standalone.tail()
+
+    [ti] = standalone.task_instances(DAG_ID, run_id)
+    assert ti["task_id"] == TASK_ID
+    assert ti["state"] == "success"
+
+    result = standalone.xcom(DAG_ID, run_id, TASK_ID)
+    assert result["state"] == "success"
+    [url] = result["result_urls"]
+    assert url.startswith(f"{fake_flux.base_url}/")
+    flux_task_id = result["flux_task_id"]
+    assert standalone.xcom(DAG_ID, run_id, TASK_ID, key="flux_task_id") == flux_task_id
+    assert fake_flux.stats.create_requests - creates_before == 1
+    assert fake_flux.state_of(flux_task_id) == "success"
+
+    # The task process handed the wait over: it ended its try by deferring ...
+    task_log = standalone.task_log(DAG_ID, run_id, TASK_ID, ti["try_number"])
+    assert f"Deferring: polling flux task {flux_task_id} in the triggerer" in task_log
+    assert "Pausing task as DEFERRED" in task_log
+
+    # ... and the trigger ran in the triggerer: only TriggerRunnerSupervisor writes
+    # "<task log>.trigger.<triggerer job id>.log", and that id is a live TriggererJob.
+    attempt_dir = f"dag_id={DAG_ID}/run_id={run_id}/task_id={TASK_ID}"
+    trigger_logs = [
+        path
+        for path in standalone.trigger_log_files()
+        if path.relative_to(standalone.logs_folder).parent == Path(attempt_dir)
+    ]
+    assert len(trigger_logs) == 1, standalone.triggerer_log()
+    match = re.fullmatch(r"attempt=\d+\.log\.trigger\.(\d+)\.log", trigger_logs[0].name)
+    assert match is not None, trigger_logs[0].name
+    job_id = int(match.group(1))
+    triggerer_jobs = standalone.api("GET", "/api/v2/jobs", params={"job_type": "TriggererJob"})
+    assert {job["id"]: job["state"] for job in triggerer_jobs["jobs"]}.get(job_id) == "running"
+
+    records = [json.loads(line) for line in trigger_logs[0].read_text().splitlines()]
+    polls = [
+        record
+        for record in records
+        if record.get("logger") == "flux_provider.triggers.FluxTaskTrigger"
+        and re.match(rf"Flux task {re.escape(flux_task_id)} is \w+ after ", record.get("event", ""))
+    ]
+    assert polls, standalone.triggerer_log()
+    fired = [record for record in records if record.get("event", "") == "Trigger fired event"]
+    assert len(fired) == 1, standalone.triggerer_log()
+    assert flux_task_id in fired[0]["result"]
+    assert re.search(
+        rf"Flux task {re.escape(flux_task_id)} is \w+ after ", standalone.triggerer_log()
+    )
+
+
+def test_connection_form_metadata_in_hook_meta_endpoint(standalone: StandaloneAirflow) -> None:
+    hooks = standalone.api("GET", "/ui/connections/hook_meta")
+    [flux] = [hook for hook in hooks if hook["connection_type"] == "flux"]
+
+    assert flux["hook_class_name"] == "flux_provider.hooks.FluxHook"
+    fields = flux["standard_fields"]
+    assert fields["host"]["title"] == "API base URL"
+    assert fields["password"]["title"] == "API key"
+    assert fields["login"]["hidden"] is True
+    assert fields["port"]["hidden"] is True
+    extra_fields = flux["extra_fields"]
+    assert set(extra_fields) >= CONN_FIELDS, extra_fields
+    assert extra_fields["header_name"]["schema"]["title"] == "Auth header"
+    assert extra_fields["timeout"]["value"] == 30
+    assert "boolean" in extra_fields["allow_insecure_http"]["schema"]["type"]
+    assert extra_fields["allow_insecure_http"]["value"] is False
+
+
+def test_providers_list_shows_the_provider(standalone: StandaloneAirflow) -> None:
+    providers = standalone.cli("providers", "list", timeout=120).stdout
+    assert "airflow-provider-flux" in providers
+
+    hooks = standalone.cli("providers", "hooks", timeout=120).stdout
+    [row] = [line for line in hooks.splitlines() if "flux_provider.hooks.FluxHook" in line]
+    assert "flux" in row.replace("flux_provider.hooks.FluxHook", "")
