@@ -55,8 +55,8 @@ class FluxWaitMixin:
     def wait_and_finish(self, context: Any, flux_task_id: str, info: TaskInfo | None = None) -> Any:
         """Return the result if the task already ended; otherwise defer or block until it does."""
         if info is None:
-            info = self._guarded(self.hook.get_task, flux_task_id)
-        if info.state.is_terminal:
+            info = self._peek(flux_task_id)
+        if info is not None and info.state.is_terminal:
             self.log.info(
                 "Flux task %s has already ended (%s): not waiting", flux_task_id, info.raw_state
             )
@@ -82,6 +82,22 @@ class FluxWaitMixin:
             on_poll=self._log_progress,
         )
         return self.finish(context, final)
+
+    def _peek(self, flux_task_id: str) -> TaskInfo | None:
+        """One poll without retries; ``None`` if it hit a transient error (the wait copes)."""
+        try:
+            info: TaskInfo = self.hook.client.get_task(flux_task_id, retry=False)
+        except NotFoundError as error:
+            self.log.info("Flux task %s is not visible yet (%s)", flux_task_id, error)
+            return None
+        except FluxError as error:
+            if not error.retryable:
+                fail(error, self.log)
+            self.log.warning(
+                "Checking flux task %s failed (%s); waiting anyway", flux_task_id, error
+            )
+            return None
+        return info
 
     def _log_progress(self, wait: TaskWait, info: TaskInfo | None) -> None:
         if info is not None and wait.polls > 1 and info.state is wait.last_state:
@@ -256,12 +272,14 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         store = context.get("task_state_store") if self.reattach else None
         if self.reattach and store is None:
             self.log.warning("task_state_store is unavailable: a retry will submit a new task")
-        previous = self._previous_task(store)
-        if previous is not None and previous.state is not TaskState.FAIL:
-            self._share_id(context, previous.flux_task_id)
+        previous = self._reusable_task(store)
+        if previous is not None:
+            flux_task_id, info = previous
+            self._share_id(context, flux_task_id)
             if not self.wait_for_completion:
-                return {"flux_task_id": previous.flux_task_id, "state": previous.state.value}
-            return self.wait_and_finish(context, previous.flux_task_id, previous)
+                state = info.state.value if info is not None else "unknown"
+                return {"flux_task_id": flux_task_id, "state": state}
+            return self.wait_and_finish(context, flux_task_id, info)
         flux_task_id = self._guarded(
             self.hook.create_task, flux_input, model=self.model, callback_url=self.callback_url
         )
@@ -304,8 +322,13 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
     def _share_id(self, context: Any, flux_task_id: str) -> None:
         context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)
 
-    def _previous_task(self, store: Any) -> TaskInfo | None:
-        """The earlier try's task if it can be reused (running or succeeded), else ``None``."""
+    def _reusable_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
+        """The earlier try's task if it may be reused, with its info when known.
+
+        Reused when it is still running or succeeded, and also when its state
+        cannot be read right now (a transient error): re-attaching costs
+        nothing, while submitting again could pay twice. ``None`` means submit.
+        """
         if store is None:
             return None
         flux_task_id = store.get(STATE_KEY)
@@ -314,19 +337,23 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         try:
             info: TaskInfo = self.hook.get_task(flux_task_id)
         except NotFoundError:
-            self.log.warning(
-                "Previous flux task %s is unknown to the API: submitting anew", flux_task_id
-            )
+            self.log.warning("Previous flux task %s is unknown: submitting anew", flux_task_id)
             return None
         except FluxError as error:
-            fail(error, self.log)
+            if not error.retryable:
+                fail(error, self.log)
+            self.log.warning(
+                "Previous flux task %s cannot be checked (%s): re-attaching", flux_task_id, error
+            )
+            return flux_task_id, None
         if info.state is TaskState.FAIL:
             self.log.warning(
                 "Previous flux task %s failed (%s): submitting anew", flux_task_id, info.fail_msg
             )
-        elif info.state is TaskState.SUCCESS:
+            return None
+        if info.state is TaskState.SUCCESS:
             self.log.info(
-                "Previous flux task %s already succeeded: reusing it, not submitting", flux_task_id
+                "Previous flux task %s succeeded: reusing it, not submitting", flux_task_id
             )
         else:
             self.log.info(
@@ -334,4 +361,4 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
                 flux_task_id,
                 info.raw_state,
             )
-        return info
+        return flux_task_id, info

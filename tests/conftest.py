@@ -7,12 +7,18 @@ Airflow import in the session sees the same home, DAGs folder and settings.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from flux_provider.testing import FakeFluxServer
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
@@ -58,3 +64,40 @@ def load_dag(dag_id: str) -> Any:
             if getattr(value, "dag_id", None) == dag_id and hasattr(value, "test"):
                 return value
     raise LookupError(f"no DAG {dag_id!r} in {DAGS_FOLDER}")
+
+
+API_KEY = "sk-flux-test-7f3a9c2e-DO-NOT-LEAK"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    migrate_database()
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFluxServer]:
+    """The fake API, registered as the ``flux_default`` connection through the environment."""
+    with FakeFluxServer(api_key=API_KEY, duration=0.5) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", server.airflow_connection_json())
+        yield server
+
+
+@pytest.fixture
+def fake_api_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The fake API in a process of its own (no GIL shared with the code under test)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flux_provider.testing", "--api-key", API_KEY, "--duration", "0.5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        base_url = line.rsplit(" ", 1)[-1].strip()
+        assert base_url.startswith("http://127.0.0.1:"), line
+        connection = {"conn_type": "flux", "host": base_url, "password": API_KEY}
+        monkeypatch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", json.dumps(connection))
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

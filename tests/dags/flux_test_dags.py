@@ -1,30 +1,56 @@
-"""DAGs used by the test suite: one deferrable and one worker-polling generation, with retries.
+"""DAGs used by the test suite; their behaviour is scripted through the fake API.
 
-Their behaviour is scripted through the fake API (faults, failing tasks), so the
-DAGs themselves stay fixed. They live in a DAGs folder because ``dag.test()``
-runs only DAGs it can serialise from there.
+They live in a DAGs folder because ``dag.test()`` runs only DAGs it can
+serialise from there. Every DAG has one generation task ``generate`` with
+retries (no delay), so a test can watch Airflow's own retries:
+
+- ``flux_test_deferred`` / ``flux_test_worker``: deferrable / polling on the worker;
+- ``flux_test_short_timeout``: deferrable with a 1 s wait, for timeouts;
+- ``flux_test_dies_after_submit_deferred`` / ``..._worker``: the first try dies
+  right after the task was submitted and recorded (a worker lost mid-task).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import DAG
 
+from flux_provider.models import TaskInfo
 from flux_provider.operators import FluxGenerateImageOperator
 
-for deferrable in (True, False):
+
+class DiesAfterSubmit(FluxGenerateImageOperator):
+    """Fails its first try between submitting and waiting, like a worker killed there."""
+
+    def wait_and_finish(self, context: Any, flux_task_id: str, info: TaskInfo | None = None) -> Any:
+        if context["ti"].try_number == 1:
+            raise RuntimeError(f"simulated worker death after submitting {flux_task_id}")
+        return super().wait_and_finish(context, flux_task_id, info)
+
+
+def _dag(dag_id: str, operator: type[FluxGenerateImageOperator], **options: Any) -> DAG:
     with DAG(
-        dag_id=f"flux_test_{'deferred' if deferrable else 'worker'}",
+        dag_id=dag_id,
         schedule=None,
         start_date=datetime(2026, 1, 1),
         default_args={"retries": 2, "retry_delay": timedelta(seconds=0)},
     ) as dag:
-        FluxGenerateImageOperator(
-            task_id="generate",
-            prompt="a watercolour fox",
-            poll_interval=0.05,
-            timeout=60,
-            deferrable=deferrable,
-        )
-    globals()[dag.dag_id] = dag
+        operator(task_id="generate", prompt="a watercolour fox", poll_interval=0.05, **options)
+    return dag
+
+
+flux_test_deferred = _dag(
+    "flux_test_deferred", FluxGenerateImageOperator, deferrable=True, timeout=60
+)
+flux_test_worker = _dag("flux_test_worker", FluxGenerateImageOperator, deferrable=False, timeout=60)
+flux_test_short_timeout = _dag(
+    "flux_test_short_timeout", FluxGenerateImageOperator, deferrable=True, timeout=1
+)
+flux_test_dies_after_submit_deferred = _dag(
+    "flux_test_dies_after_submit_deferred", DiesAfterSubmit, deferrable=True, timeout=60
+)
+flux_test_dies_after_submit_worker = _dag(
+    "flux_test_dies_after_submit_worker", DiesAfterSubmit, deferrable=False, timeout=60
+)
