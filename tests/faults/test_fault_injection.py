@@ -62,6 +62,14 @@ def test_f3_burst_of_server_errors(fake_api: FakeFluxServer) -> None:
     assert fake_api.stats.tasks_created == 1
 
 
+def test_f3_longer_burst_on_create_is_retried_by_airflow(fake_api: FakeFluxServer) -> None:
+    """Four 500s exhaust the client's attempts in the first try; Airflow's retry then succeeds."""
+    fake_api.add_fault(Fault(endpoint="create", status=500, times=4, message="overloaded"))
+    assert _run("flux_test_deferred") == ("success", 2)
+    assert fake_api.stats.create_requests == 5
+    assert fake_api.stats.tasks_created == 1
+
+
 def test_f4_connection_reset_mid_response_while_polling(fake_api: FakeFluxServer) -> None:
     fake_api.add_fault(Fault(endpoint="poll", drop=True, times=3))
     assert _run("flux_test_deferred") == ("success", 1)
