@@ -302,6 +302,10 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         }
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)
+        store = context.get("task_state_store") if self.reattach else None
+        if store is not None:
+            # Retries of this execution are over: clearing the task later must generate anew.
+            store.delete(STATE_KEY)
         return result
 
     def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:

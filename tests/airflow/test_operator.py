@@ -32,6 +32,9 @@ class FakeStore(dict[str, Any]):
     def set(self, key: str, value: Any) -> None:
         self[key] = value
 
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
 
 def _context(store: FakeStore | None = None) -> dict[str, Any]:
     context: dict[str, Any] = {"ti": FakeTI()}
@@ -271,3 +274,36 @@ def test_sensor_tolerates_a_transient_poll_error(fake_api: FakeFluxServer) -> No
     assert sensor.poke(_context()) is False
     with pytest.raises(FluxTaskError):
         sensor.poke(_context())
+
+
+def test_retry_reattaches_and_success_forgets_the_task(fake_api: FakeFluxServer) -> None:
+    store = FakeStore()
+    with pytest.raises(TaskDeferred):
+        _operator().execute(_context(store))
+    flux_task_id = store["flux_task_id"]
+    fake_api.complete(flux_task_id)
+    # The next try finds the recorded task, already succeeded: no new submission.
+    result = _operator(deferrable=False).execute(_context(store))
+    assert result["flux_task_id"] == flux_task_id
+    assert fake_api.stats.create_requests == 1
+    # Success forgets it, so clearing the task later generates a new image.
+    assert "flux_task_id" not in store
+    assert _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"] != (
+        flux_task_id
+    )
+    assert fake_api.stats.create_requests == 2
+
+
+def test_retry_after_a_failed_generation_submits_anew(fake_api: FakeFluxServer) -> None:
+    store = FakeStore()
+    first = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
+    fake_api.fail(first, fail_code="500", fail_msg="GPU error")
+    second = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
+    assert second != first
+    assert store["flux_task_id"] == second
+
+
+def test_reattach_can_be_turned_off(fake_api: FakeFluxServer) -> None:
+    store = FakeStore({"flux_task_id": fake_api.submit({"prompt": "earlier"})})
+    _operator(wait_for_completion=False, reattach=False).execute(_context(store))
+    assert fake_api.stats.create_requests == 1
