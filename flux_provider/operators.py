@@ -100,7 +100,7 @@ class FluxWaitMixin:
         return info
 
     def _log_progress(self, wait: TaskWait, info: TaskInfo | None) -> None:
-        if info is not None and wait.polls > 1 and info.state is wait.last_state:
+        if info is not None and not wait.state_changed:
             return
         self.log.info(
             "Flux task %s: %s after %.1fs (%d polls)",

@@ -77,6 +77,8 @@ class TaskWait:
     errors_in_a_row: int = 0
     last_state: TaskState | None = None
     last_error: FluxError | None = None
+    state_changed: bool = False
+    """Whether the last successful poll saw a different state than the one before."""
     _retry_after: float | None = None
 
     def __post_init__(self) -> None:
@@ -93,6 +95,7 @@ class TaskWait:
         self.polls += 1
         self.errors_in_a_row = 0
         self._retry_after = None
+        self.state_changed = info.state is not self.last_state
         self.last_state = info.state
         return info if info.state.is_terminal else None
 

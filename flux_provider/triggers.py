@@ -149,10 +149,9 @@ class FluxTaskTrigger(BaseTrigger):
                     delay,
                 )
             else:
-                previous = wait.last_state
                 if wait.record_info(info) is not None:
                     return info
-                if info.state is not previous:
+                if wait.state_changed:
                     self.log.info(
                         "Flux task %s is %s after %.1fs (%d polls)",
                         self.flux_task_id,

@@ -307,3 +307,18 @@ def test_reattach_can_be_turned_off(fake_api: FakeFluxServer) -> None:
     store = FakeStore({"flux_task_id": fake_api.submit({"prompt": "earlier"})})
     _operator(wait_for_completion=False, reattach=False).execute(_context(store))
     assert fake_api.stats.create_requests == 1
+
+
+def test_sync_path_logs_each_state_change(
+    fake_api: FakeFluxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_api.duration = 0.6
+    result = _operator(deferrable=False, poll_interval=0.02).execute(_context())
+    flux_task_id = result["flux_task_id"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if flux_task_id in line]
+    assert any(f"Submitted flux task {flux_task_id}" in line for line in lines)
+    changes = [
+        s for s in ("waiting", "queuing", "generating") for line in lines if f": {s} after" in line
+    ]
+    # One line per state change (with elapsed time and polls made), not one per poll.
+    assert changes == ["waiting", "queuing", "generating"]
