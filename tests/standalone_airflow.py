@@ -323,6 +323,15 @@ class StandaloneAirflow:
         """The standalone process was started and has not exited."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """PID of the ``airflow standalone`` process, ``None`` before start and after stop.
+
+        Standalone runs in a session of its own, so this is also the session id (and process
+        group id) shared by the components it spawned: scheduler, triggerer, DAG processor, ...
+        """
+        return self._process.pid if self._process is not None else None
+
     def _check_alive(self) -> None:
         if self._process is None:
             raise StandaloneAirflowError("not started")
