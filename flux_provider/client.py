@@ -88,6 +88,38 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _base_url_problem(base_url: str) -> str | None:
+    """Why ``base_url`` cannot be the API's address, or ``None`` if it can."""
+    expected = f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}"
+    try:
+        parts = urlsplit(base_url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        return f"{expected}: {exc}"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"{expected}, got {base_url!r}"
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the credentials would end up in the log.
+        return (
+            f"{expected} without credentials (user:password@{host}): "
+            "put the API key in the connection's password"
+        )
+    if parts.query or parts.fragment:
+        # Not echoed either: a query is where a misplaced key would be.
+        where = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        return f"{expected} without a query or fragment (got one after {where!r})"
+    if parts.netloc.endswith(":") or port == 0:
+        return f"{expected} with a port in 1-65535, got {base_url!r}"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{expected}: invalid IPv6 host {host!r}"
+    elif not all(char.isalnum() or char in "-._" for char in host):
+        return f"{expected}: invalid host name {host!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How one API call is retried: ``max_attempts`` in all, exponential backoff with jitter."""
@@ -125,16 +157,14 @@ class ClientConfig:
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_key.strip():
             raise ValueError("api_key is empty: set the connection's password to the API key")
+        problem = _base_url_problem(self.base_url)
+        if problem is not None:
+            raise ValueError(problem)
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, "
-                f"got {self.base_url!r}"
-            )
         if (
             parts.scheme == "http"
             and not self.allow_insecure_http
-            and not is_loopback_host(parts.hostname)
+            and not is_loopback_host(parts.hostname or "")
         ):
             raise ValueError(
                 f"base_url {self.base_url!r} is plain http to a remote host: the API key would "
@@ -145,8 +175,8 @@ class ClientConfig:
                 raise ValueError(f"{name} must start with '/', got {getattr(self, name)!r}")
         if not self.auth_header or not self.auth_header.strip():
             raise ValueError("auth_header must name a header, such as 'x-api-key'")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ValueError(f"timeout must be > 0 seconds (and finite), got {self.timeout}")
 
     def auth_headers(self) -> dict[str, str]:
         """The header that carries the key (``Authorization`` gets the ``Bearer`` scheme)."""
@@ -170,13 +200,45 @@ class ClientConfig:
 
 
 def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
+    """Seconds from a ``Retry-After`` header (seconds or HTTP date); ``None`` if unusable."""
+    if not value or not value.strip():
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        return None if parsed is None else max(parsed.timestamp() - time.time(), 0.0)
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (ValueError, TypeError, OverflowError, IndexError):
+            return None  # A garbled header must not turn an API error into a crash.
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _scrub(payload: Any, secret: str) -> Any:
+    """``payload`` (decoded JSON) with ``secret`` replaced in every string, keys included.
+
+    Iterative, so a deeply nested answer cannot exhaust the stack.
+    """
+    if isinstance(payload, str):
+        return payload.replace(secret, "***")
+    stack = [payload]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in list(node):
+                value = node[key]
+                if isinstance(value, str) and secret in value:
+                    node[key] = value.replace(secret, "***")
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+                if isinstance(key, str) and secret in key:
+                    node[key.replace(secret, "***")] = node.pop(key)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                if isinstance(value, str) and secret in value:
+                    node[index] = value.replace(secret, "***")
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+    return payload
 
 
 def interpret_answer(
@@ -190,12 +252,15 @@ def interpret_answer(
     """Turn one raw answer into an envelope with ``code == 200`` or raise its :class:`FluxError`.
 
     The body's ``code`` decides over the HTTP status; a body that is not JSON
-    falls back on the HTTP status, and on a 2xx is a malformed answer.
+    falls back on the HTTP status, and on a 2xx is a malformed answer. The key
+    is scrubbed from every string of the answer before anything reads it, so a
+    server that echoes it cannot put it into an error, a log, XCom or an event.
     """
     retry_after = _parse_retry_after(headers.get("retry-after"))
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and over-long integers; RecursionError, nesting.
+        payload = _scrub(json.loads(body.decode("utf-8")), config.api_key)
+    except (ValueError, RecursionError) as exc:
         if status >= 300:
             raise error_for_code(
                 status, flux_task_id=flux_task_id, retry_after=retry_after
@@ -249,7 +314,7 @@ def _append_capped(config: ClientConfig, buffer: bytearray, chunk: bytes) -> Non
         )
 
 
-def _transport_error(exc: httpx.TransportError, what: str) -> TransportError:
+def _transport_error(config: ClientConfig, exc: httpx.TransportError, what: str) -> TransportError:
     cls: type[TransportError]
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         cls = ConnectionFailedError
@@ -257,7 +322,8 @@ def _transport_error(exc: httpx.TransportError, what: str) -> TransportError:
         cls = RequestTimeoutError
     else:
         cls = TransportError
-    return cls(f"{what} failed: {type(exc).__name__}: {exc}")
+    # A protocol error may quote what the server sent, which may echo the key.
+    return cls(config.redact(f"{what} failed: {type(exc).__name__}: {exc}"))
 
 
 _REJECTED_BEFORE_CREATING = (
@@ -317,14 +383,29 @@ def _task_id_from(envelope: ApiEnvelope) -> str:
         ) from None
 
 
-def _task_info_from(envelope: ApiEnvelope, flux_task_id: str) -> TaskInfo:
+def _task_info_from(config: ClientConfig, envelope: ApiEnvelope, flux_task_id: str) -> TaskInfo:
     try:
-        return TaskInfo.model_validate(envelope.data)
+        info = TaskInfo.model_validate(envelope.data)
+        # resultJson and param are JSON inside JSON: their decoded strings were never scrubbed.
+        echoed = config.api_key in info.model_dump_json()
     except ValidationError as exc:
         raise MalformedResponseError(
-            "the task-info answer could not be parsed: " + describe_validation_error(exc),
+            "the task-info answer could not be parsed: "
+            + config.redact(describe_validation_error(exc)),
             flux_task_id=flux_task_id,
         ) from None
+    except (ValueError, RecursionError) as exc:
+        raise MalformedResponseError(
+            f"the task-info answer could not be parsed: {type(exc).__name__}",
+            flux_task_id=flux_task_id,
+        ) from None
+    if echoed:
+        raise MalformedResponseError(
+            "the task-info answer repeats the API key: refusing it",
+            flux_task_id=flux_task_id,
+            retryable=False,
+        )
+    return info
 
 
 class _ClientBase:
@@ -400,7 +481,9 @@ class FluxClient(_ClientBase):
             finally:
                 response.close()
         except httpx.TransportError as exc:
-            raise _transport_error(exc, f"{request.method} {request.url.path}") from None
+            raise _transport_error(
+                self.config, exc, f"{request.method} {request.url.path}"
+            ) from None
         return interpret_answer(
             self.config,
             response.status_code,
@@ -442,7 +525,7 @@ class FluxClient(_ClientBase):
             "GET", self.config.info_path, params={"taskId": flux_task_id}
         )
         envelope = self._call(request, idempotent=True, retry=retry, flux_task_id=flux_task_id)
-        return _task_info_from(envelope, flux_task_id)
+        return _task_info_from(self.config, envelope, flux_task_id)
 
     def wait_for_task(
         self,
@@ -520,7 +603,9 @@ class AsyncFluxClient(_ClientBase):
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
-            raise _transport_error(exc, f"{request.method} {request.url.path}") from None
+            raise _transport_error(
+                self.config, exc, f"{request.method} {request.url.path}"
+            ) from None
         return interpret_answer(
             self.config,
             response.status_code,
@@ -564,4 +649,4 @@ class AsyncFluxClient(_ClientBase):
         envelope = await self._call(
             request, idempotent=True, retry=retry, flux_task_id=flux_task_id
         )
-        return _task_info_from(envelope, flux_task_id)
+        return _task_info_from(self.config, envelope, flux_task_id)

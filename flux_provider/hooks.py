@@ -103,13 +103,20 @@ def build_config(
     """The client configuration described by a connection's fields."""
     timeout = _extra(extras, "timeout")
     try:
+        seconds = float(timeout) if timeout is not None else DEFAULT_TIMEOUT
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the flux connection is misconfigured: the timeout extra must be a number of "
+            f"seconds, got {timeout!r}"
+        ) from None
+    try:
         return ClientConfig(
             api_key=password or "",
             base_url=_base_url(host, port),
             auth_header=_extra(extras, "header_name") or DEFAULT_AUTH_HEADER,
             create_path=_extra(extras, "create_path") or DEFAULT_CREATE_PATH,
             info_path=_extra(extras, "info_path") or DEFAULT_INFO_PATH,
-            timeout=float(timeout) if timeout is not None else DEFAULT_TIMEOUT,
+            timeout=seconds,
             allow_insecure_http=_as_bool(_extra(extras, "allow_insecure_http")),
         )
     except ValueError as exc:

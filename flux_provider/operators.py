@@ -8,11 +8,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-from airflow.providers.common.compat.sdk import conf
+from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from flux_provider.client import DEFAULT_WAIT_TIMEOUT
-from flux_provider.downloads import DEFAULT_MAX_IMAGE_BYTES, ResultDownloader
+from flux_provider.downloads import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    ResultDownloader,
+    private_hosts_allowed,
+)
 from flux_provider.errors import FluxError, InvalidInputError, NotFoundError
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink, persist_result_link
@@ -116,8 +120,21 @@ class FluxWaitMixin:
         except FluxError as error:
             fail(error, self.log)
 
+    def check_connection(self) -> None:
+        """Build the client now: a misconfigured connection fails at once, without retries.
+
+        Reading the connection also registers the key with the secrets masker
+        in this process (a resumed task would otherwise never read it).
+        """
+        try:
+            self.hook.client  # noqa: B018
+        except ValueError as exc:
+            self.log.error("Failing without retry (a retry cannot help): %s", exc)
+            raise AirflowFailException(str(exc)) from None
+
     def execute_complete(self, context: Any, event: Mapping[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: validate the event, then finish."""
+        self.check_connection()
         return self._finalise(context, result_from_event(event, self.log))
 
     def finish(self, context: Any, info: TaskInfo) -> Any:
@@ -269,6 +286,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             flux_input = self.build_input()
         except InvalidInputError as exc:
             fail(exc, self.log)
+        self.check_connection()
         store = context.get("task_state_store") if self.reattach else None
         if self.reattach and store is None:
             self.log.warning("task_state_store is unavailable: a retry will submit a new task")
@@ -309,7 +327,11 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         return result
 
     def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
-        downloader = ResultDownloader(max_bytes=self.max_download_bytes)
+        downloader = ResultDownloader(
+            max_bytes=self.max_download_bytes,
+            # Result links may point inside the network only when the API itself lives there.
+            allow_private_hosts=private_hosts_allowed(self.hook.client.config.base_url),
+        )
         try:
             folder = storage_path(self.download_to)  # type: ignore[arg-type]
             stored = downloader.download_all(result["result_urls"], folder, result["flux_task_id"])

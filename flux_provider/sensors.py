@@ -60,6 +60,7 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
 
     def execute(self, context: Any) -> Any:
         """Defer (deferrable) or run the poke loop."""
+        self.check_connection()
         if self.deferrable:
             return self.wait_and_finish(context, self.flux_task_id)
         return super().execute(context)

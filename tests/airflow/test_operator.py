@@ -200,6 +200,7 @@ def _summary(**fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
+@pytest.mark.usefixtures("fake_api")
 def test_execute_complete_success() -> None:
     context = _context()
     result = _operator().execute_complete(context, _event("success", task=_summary()))
@@ -228,6 +229,7 @@ def test_execute_complete_success() -> None:
         (_event("error", message="bad key", retryable=False), AirflowFailException, "bad key"),
     ],
 )
+@pytest.mark.usefixtures("fake_api")
 def test_execute_complete_raises_per_event(
     event: dict[str, Any] | None, expected: type[Exception], text: str
 ) -> None:
@@ -322,3 +324,21 @@ def test_sync_path_logs_each_state_change(
     ]
     # One line per state change (with elapsed time and polls made), not one per poll.
     assert changes == ["waiting", "queuing", "generating"]
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        {"conn_type": "flux", "host": "http://flux.example.com", "password": API_KEY},
+        {"conn_type": "flux", "host": "https://flux.example.com", "password": ""},
+        {"conn_type": "flux", "password": API_KEY, "extra": {"timeout": "soon"}},
+    ],
+)
+def test_misconfigured_connection_fails_without_retry(
+    monkeypatch: pytest.MonkeyPatch, connection: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", json.dumps(connection))
+    for task in (_operator(), FluxTaskSensor(task_id="wait", flux_task_id="task_1")):
+        with pytest.raises(AirflowFailException, match="misconfigured") as info:
+            task.execute(_context())
+        assert API_KEY not in str(info.value)
