@@ -57,6 +57,9 @@ DEFAULT_INFO_PATH = "/api/v1/jobs/recordInfo"
 DEFAULT_AUTH_HEADER = "x-api-key"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_WAIT_TIMEOUT = 15 * 60.0
+KEEPALIVE_EXPIRY = 30.0
+"""Seconds an idle pooled connection stays open: above the 5 s poll cap (httpx's default of 5 s
+made every poll at the cap reconnect), below common server idle timeouts (60-75 s)."""
 MAX_RESPONSE_BYTES = 1 << 20
 """API answers are a few hundred bytes; anything past 1 MiB is refused unread."""
 
@@ -196,6 +199,9 @@ class ClientConfig:
             "timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             "follow_redirects": False,
             "verify": shared_ssl_context(),
+            "limits": httpx.Limits(
+                max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY
+            ),
         }
 
 
@@ -213,31 +219,28 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
+MIN_SCRUBBED_KEY_CHARS = 5
+"""Shorter keys are not scrubbed from answers: like Airflow's masker, they would mangle text."""
+
+
 def _scrub(payload: Any, secret: str) -> Any:
-    """``payload`` (decoded JSON) with ``secret`` replaced in every string, keys included.
+    """``payload`` (decoded JSON) with ``secret`` replaced in every string value.
 
     Iterative, so a deeply nested answer cannot exhaust the stack.
     """
+    if len(secret) < MIN_SCRUBBED_KEY_CHARS:
+        return payload
     if isinstance(payload, str):
         return payload.replace(secret, "***")
     stack = [payload]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            for key in list(node):
-                value = node[key]
-                if isinstance(value, str) and secret in value:
-                    node[key] = value.replace(secret, "***")
-                elif isinstance(value, (dict, list)):
-                    stack.append(value)
-                if isinstance(key, str) and secret in key:
-                    node[key.replace(secret, "***")] = node.pop(key)
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                if isinstance(value, str) and secret in value:
-                    node[index] = value.replace(secret, "***")
-                elif isinstance(value, (dict, list)):
-                    stack.append(value)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for slot, value in list(items):
+            if isinstance(value, str) and secret in value:
+                node[slot] = value.replace(secret, "***")
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
     return payload
 
 

@@ -156,3 +156,18 @@ def test_api_layer_imports_nothing_from_airflow() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_idle_connections_outlive_the_longest_poll_interval() -> None:
+    """Otherwise every poll at the interval cap would open a new connection (and TLS handshake)."""
+    from flux_provider.polling import PollSchedule
+
+    limits = ClientConfig(api_key=KEY).httpx_options()["limits"]
+    assert limits.keepalive_expiry > PollSchedule().maximum
+
+
+@pytest.mark.parametrize("key", ["k", "task", "sk-longer-key"])
+def test_scrubbing_never_touches_field_names(key: str) -> None:
+    body = json.dumps({"code": 200, "msg": "success", "data": {"taskId": "task_1"}}).encode()
+    envelope = interpret_answer(ClientConfig(api_key=key), 200, {}, body)
+    assert envelope.data == {"taskId": "task_1"}
