@@ -29,6 +29,12 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/python -m flux_provider.demo
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
 constraints: $(STAMP)
 	{ echo "# Pinned versions for a reproducible environment: make uses them through pip's -c flag."; \
 	  echo "# Regenerate with: make constraints"; \

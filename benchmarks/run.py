@@ -1,0 +1,460 @@
+"""Run the benchmark suite: ``python -m benchmarks.run [--quick] [--only B1,B2,B3,B4]``.
+
+Prints one table and writes ``benchmarks/results/latest.json`` (date, machine, parameters and
+every figure); a full run also puts the table into ``benchmarks/README.md``.
+
+* full (``make bench``, ~12 min): B1 at N = 100 and 1000 with T = 30 s plus an all-at-once
+  start at N = 1000; B2 at 10/30/60 s; B3 and B4 on one ``airflow standalone``.
+* quick (``make bench-quick``, < 2 min): B1 at N = 100 with T = 5 s; B2 with time scaled by
+  0.2; B3 with ``dag.test()``; B4 skipped.
+
+Every process started is stopped at the end, also on failure or Ctrl-C. Work files (child
+logs, Airflow homes) go to a temporary folder, kept only if a benchmark failed or with
+``--keep-workdir``. The machine is shared and noisy: compare ratios within one run, not
+absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks import fleet, mapped_batch, polling, worker_slot
+from benchmarks.fake_process import FakeApiProcess
+from benchmarks.measure import machine
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results" / "latest.json"
+README = BENCH_DIR / "README.md"
+README_BEGIN = "<!-- latest-results:begin -->"
+README_END = "<!-- latest-results:end -->"
+ALL = ("B1", "B2", "B3", "B4")
+
+B1_TARGET_FLOOR = 1.25
+B1_TARGET_LAG_MS = 50.0
+B1_TARGET_RSS_MIB = 30.0
+B4_PARALLELISM = 8
+
+Row = tuple[str, str, str, str, str]
+
+
+class StopRequestedError(Exception):
+    """SIGTERM/SIGINT: unwind so every ``finally`` stops what it started."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise StopRequestedError(f"signal {signum}")
+
+
+def child_env(workdir: Path) -> dict[str, str]:
+    """Environment of the B1/B2 children: no inherited Airflow settings, a private home."""
+    home = workdir / "airflow-home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        }
+    )
+    return env
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_b1(quick: bool, env: dict[str, str], workdir: Path, profile: bool) -> dict[str, Any]:
+    """B1: N = 100 (quick) or 100 and 1000 with T = 30 s, plus the all-at-once start."""
+    duration = 5.0 if quick else 30.0
+    ramp = min(5.0, duration / 5)
+    result = fleet.run(
+        [100] if quick else [100, 1000],
+        duration,
+        ramp=ramp,
+        env=env,
+        workdir=workdir,
+        repeats=None if quick else {1000: 2},
+        profile_dir=(RESULTS.parent if profile else None),
+    )
+    if not quick:
+        burst = fleet.run(
+            [1000], duration, ramp=0.0, env=env, workdir=workdir, variants=("ours", "floor")
+        )
+        result["burst"] = burst["sizes"][0]
+    return result
+
+
+def run_standalone_benchmarks(
+    run_b3: bool, run_b4: bool, workdir: Path
+) -> dict[str, dict[str, Any]]:
+    """B3 and B4 on one ``airflow standalone`` (LocalExecutor, real triggerer)."""
+    from tests.standalone_airflow import StandaloneAirflow
+
+    results: dict[str, dict[str, Any]] = {}
+    with FakeApiProcess(duration=30.0, log_path=workdir / "standalone-fake.log") as fake:
+        extra_env = {
+            "AIRFLOW_CONN_FLUX_DEFAULT": fake.connection_json(),
+            "AIRFLOW__CORE__PARALLELISM": str(B4_PARALLELISM),
+        }
+        home = workdir / "standalone-home"
+        with StandaloneAirflow(
+            home=home, dags_folder=worker_slot.DAGS_FOLDER, extra_env=extra_env
+        ) as airflow:
+            if run_b3:
+                results["B3"] = _guarded("B3", lambda: worker_slot.run_standalone(airflow, fake))
+            if run_b4:
+                results["B4"] = _guarded(
+                    "B4",
+                    lambda: mapped_batch.run(airflow, fake, parallelism=B4_PARALLELISM),
+                )
+    return results
+
+
+def _guarded(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one benchmark; a failure becomes an ``error`` entry instead of ending the suite."""
+    started = time.perf_counter()
+    print(f"--- {name} ...", flush=True)
+    try:
+        result = work()
+    except StopRequestedError:
+        raise
+    except Exception as error:
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}"[:2000]}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"--- {name} done in {result['seconds']:.0f}s", flush=True)
+    return result
+
+
+def run_suite(
+    only: Sequence[str], quick: bool, workdir: Path, profile: bool
+) -> dict[str, dict[str, Any]]:
+    """Every selected benchmark, in order; each one's results or error."""
+    env = child_env(workdir)
+    results: dict[str, dict[str, Any]] = {}
+    if "B1" in only:
+        results["B1"] = _guarded("B1", lambda: run_b1(quick, env, workdir, profile))
+    if "B2" in only:
+        results["B2"] = _guarded("B2", lambda: polling.run(quick=quick, env=env, workdir=workdir))
+    if quick:
+        if "B3" in only:
+            results["B3"] = _guarded(
+                "B3", lambda: worker_slot.run_dag_test(duration=5.0, env=env, workdir=workdir)
+            )
+        if "B4" in only:
+            results["B4"] = {"skipped": "skipped in quick mode (needs ~5 min of standalone)"}
+    elif "B3" in only or "B4" in only:
+        try:
+            results.update(run_standalone_benchmarks("B3" in only, "B4" in only, workdir))
+        except StopRequestedError:
+            raise
+        except Exception as error:  # start-up of standalone failed
+            traceback.print_exc()
+            for name in ("B3", "B4"):
+                if name in only and name not in results:
+                    results[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+    return results
+
+
+# ------------------------------------------------------------------ the table
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "NO")
+
+
+def _target(text: str, ok: bool | None) -> str:
+    return f"{text} {_verdict(ok)}".strip()
+
+
+def b1_rows(b1: dict[str, Any]) -> list[Row]:
+    """Rows of B1: per fleet size, the CPU ratios, lag, RSS and failures."""
+    rows: list[Row] = []
+    params = b1["parameters"]
+    sizes = [(size, False) for size in b1["sizes"]]
+    if "burst" in b1:
+        sizes.append((b1["burst"], True))
+    for size, burst in sizes:
+        runs: dict[str, dict[str, Any]] = size["variants"]
+        ours = runs["ours"]
+        start = "all at once" if burst else f"ramp {params['ramp_s']:g} s"
+        case = f"N={size['n']}, T={params['duration_s']:g} s, {start}"
+        targeted = size["n"] >= 1000 and not burst
+        ratios = size["ratios"]
+
+        def add(figure: str, value: str, target: str = "", case: str = case) -> None:
+            rows.append(("B1", case, figure, value, target))
+
+        add("CPU ms/poll", " / ".join(f"{k} {_f(v['cpu_per_poll_ms'])}" for k, v in runs.items()))
+        if "ours_per_floor" in ratios:
+            ratio = ratios["ours_per_floor"]
+            add(
+                "CPU/poll ours / floor",
+                _f(ratio),
+                _target(f"<= {B1_TARGET_FLOOR}", ratio <= B1_TARGET_FLOOR),
+            )
+        if "ours_per_naive" in ratios:
+            add("CPU/poll ours / naive", _f(ratios["ours_per_naive"]), "< 1")
+        for name, figures in runs.items():
+            lag = (
+                f"{_f(figures['lag_max_ms'], 0)} / {_f(figures['lag_p99_ms'], 1)} / "
+                f"{_f(figures['lag_max_no_full_gc_ms'], 0)}"
+            )
+            target = ""
+            if name == "ours" and targeted:
+                ok = figures["lag_max_ms"] <= B1_TARGET_LAG_MS
+                target = _target(f"max <= {B1_TARGET_LAG_MS:g}", ok)
+            add(f"{name}: loop lag ms, max / p99 / max outside full GCs", lag, target)
+        add(
+            "full GC pause ms, idle process -> longest in run",
+            " / ".join(
+                f"{name} {_f(v.get('gc_full_before_run_ms'), 0)} -> {_f(v['gc_max_pause_ms'], 0)}"
+                for name, v in runs.items()
+            ),
+        )
+        floor_rss = runs.get("floor", {}).get("rss_growth_mib")
+        rss_ok = ours["rss_growth_mib"] <= B1_TARGET_RSS_MIB if targeted else None
+        add(
+            "RSS growth MiB, ours / floor",
+            f"{_f(ours['rss_growth_mib'], 1)} / {_f(floor_rss, 1)}",
+            _target(f"<= {B1_TARGET_RSS_MIB:g}", rss_ok) if targeted else "",
+        )
+        failures = ", ".join(f"{k} {v['failures']}" for k, v in runs.items())
+        add(
+            "ours: polls/task, TCP connections; failures",
+            f"{_f(ours['polls_per_task'], 1)}, {ours['server_connections']}; {failures}",
+            _target("0 failures", all(v["failures"] == 0 for v in runs.values())),
+        )
+    return rows
+
+
+def b2_rows(b2: dict[str, Any]) -> list[Row]:
+    """Rows of B2: per policy and duration, calls per task and notice delay."""
+    params = b2["parameters"]
+    scale = params["time_scale"]
+    max_calls = params["targets"]["calls_at_30s"]
+    max_notice = params["targets"]["notice_p95_s"]
+    rows: list[Row] = []
+    for row in b2["rows"]:
+        nominal = row["nominal_s"]
+        target = ""
+        if row["policy"].startswith("adaptive") and math.isclose(nominal, 30.0 * scale):
+            ok = (
+                row["calls_mean"] <= max_calls
+                and row["notice_p95_s"] <= max_notice
+                and row["failures"] == 0
+            )
+            target = _target(f"<= {max_calls}, p95 <= {max_notice:g} s", ok)
+        value = (
+            f"{_f(row['calls_mean'], 1)} ({row['calls_max']}), {_f(row['notice_p50_s'])} / "
+            f"{_f(row['notice_p95_s'])} / {_f(row['notice_max_s'])}"
+        )
+        if row["failures"]:
+            value += f", {row['failures']} failed"
+        figure = "calls/task mean (max), notice p50 / p95 / max s"
+        case = f"{row['policy']}, D={nominal:g} s"
+        if scale != 1.0:
+            case += f" (time x{scale:g})"
+        rows.append(("B2", case, figure, value, target))
+    return rows
+
+
+def b3_rows(b3: dict[str, Any]) -> list[Row]:
+    """Rows of B3: worker-slot seconds per image, deferrable vs in the worker."""
+    rows: list[Row] = []
+    method = "dag.test" if b3["method"].startswith("dag.test") else "standalone"
+    for mode, figures in b3["modes"].items():
+        target = ""
+        if mode == "deferrable":
+            ok = figures["slot_median_s"] <= worker_slot.TARGET_DEFERRABLE_S
+            target = _target(f"<= {worker_slot.TARGET_DEFERRABLE_S:g}", ok)
+        value = f"{_f(figures['slot_median_s'])} ({_f(figures['slot_max_s'])})"
+        if figures["failures"]:
+            value += f", {figures['failures']} failed"
+        case = f"{mode}, T={b3['duration_s']:g} s, {method}"
+        rows.append(
+            ("B3", case, f"slot s/image median (max), n={figures['images']}", value, target)
+        )
+    return rows
+
+
+def b4_rows(b4: dict[str, Any]) -> list[Row]:
+    """Rows of B4: wall time / T, deferred concurrency, API calls, worker slots."""
+    p = b4["parameters"]
+    case = f"{p['images']} images, T={p['duration_s']:g} s, parallelism {p['parallelism']}"
+    ok = b4["wall_over_t"] <= mapped_batch.TARGET_WALL_OVER_T and b4["state"] == "success"
+    return [
+        (
+            "B4",
+            case,
+            "run wall / T (run wall s)",
+            f"{_f(b4['wall_over_t'])} ({_f(b4['run_wall_s'], 0)})",
+            _target(f"<= {mapped_batch.TARGET_WALL_OVER_T:g}", ok),
+        ),
+        (
+            "B4",
+            case,
+            "max deferred at once (max running)",
+            f"{b4['max_deferred']} ({b4['max_running']})",
+            "",
+        ),
+        (
+            "B4",
+            case,
+            "API calls total (per image)",
+            f"{b4['api_calls']} ({_f(b4['api_calls_per_image'], 1)})",
+            "",
+        ),
+        (
+            "B4",
+            case,
+            "slot s/image median (max); failures",
+            f"{_f(b4['slot_median_s'])} ({_f(b4['slot_max_s'])}); {b4['failures']}",
+            _target("0 failures", b4["failures"] == 0),
+        ),
+    ]
+
+
+ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "B1": b1_rows,
+    "B2": b2_rows,
+    "B3": b3_rows,
+    "B4": b4_rows,
+}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The results as one Markdown table (also readable in a terminal)."""
+    rows: list[Row] = []
+    for name, result in report["results"].items():
+        if "error" in result:
+            rows.append((name, "", "ERROR", result["error"].splitlines()[0][:120], ""))
+        elif "skipped" in result:
+            rows.append((name, "", "", result["skipped"], ""))
+        else:
+            try:
+                rows.extend(ROWS[name](result))
+            except (KeyError, TypeError, ValueError) as error:
+                rows.append((name, "", "ERROR", f"cannot tabulate: {error!r}", ""))
+    header: Row = ("", "case", "figure", "value", "target")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    lines = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |"
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    m = report["machine"]
+    title = (
+        f"FLUX provider benchmarks, {report['mode']} mode, {report['date']} - "
+        f"{m['cores']} cores, {m['ram_gib']} GiB RAM, {m['cpu']}, Python {m['python']}, "
+        f"Airflow {m['airflow']} (load {m['load_avg_at_start'][0]}); "
+        f"suite wall time {report['wall_s']:.0f} s"
+    )
+    return title + "\n\n" + "\n".join(lines)
+
+
+def update_readme(text: str) -> None:
+    """Replace the results section of ``benchmarks/README.md`` with ``text``."""
+    if not README.exists():
+        return
+    content = README.read_text()
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(content):
+        return
+    replacement = f"{README_BEGIN}\n{text}\n{README_END}"
+    README.write_text(pattern.sub(lambda _: replacement, content))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/infinity replaced by ``None`` (strict JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_results(report: dict[str, Any], path: Path) -> None:
+    """Write the report as strict JSON, atomically (``*.tmp`` then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(report), indent=1, default=str, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite; exit status 1 if a benchmark failed (not if a target was missed)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the < 2 minute smoke run")
+    parser.add_argument("--only", default=",".join(ALL), help="e.g. B1,B2")
+    parser.add_argument("--profile", action="store_true", help="also run B1 ours under cProfile")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
+    parser.add_argument("--keep-workdir", action="store_true")
+    args = parser.parse_args(argv)
+    only = [name.strip().upper() for name in args.only.split(",") if name.strip()]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        parser.error(f"unknown benchmarks: {sorted(unknown)}")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine(),
+        "command": " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]),
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="flux-bench-"))
+    failed = True
+    try:
+        report["results"] = run_suite(only, args.quick, workdir, args.profile)
+        failed = any("error" in r for r in report["results"].values())
+    except StopRequestedError:
+        print(f"interrupted; work files kept in {workdir}", file=sys.stderr)
+        return 130
+    finally:
+        if failed or args.keep_workdir:
+            print(f"work files (child logs, Airflow homes): {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["wall_s"] = time.perf_counter() - started
+    text = table(report)
+    report["table"] = text
+    write_results(report, args.output)
+    print()
+    print(text)
+    print(f"\nwritten to {args.output}")
+    if not args.quick and set(only) == set(ALL) and args.output == RESULTS:
+        update_readme(text)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
