@@ -74,21 +74,46 @@ def free_loopback_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _session_members(session_id: int) -> list[int]:
-    """PIDs of live (non-zombie) processes whose session id is ``session_id`` (Linux ``/proc``)."""
-    members: list[int] = []
+def session_processes(session_id: int) -> dict[int, list[str]]:
+    """Live (non-zombie) processes whose session id is ``session_id``: pid -> argv (``/proc``)."""
+    found: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         # Fields after the ")" closing the command name: state ppid pgrp session ...
         fields = stat.rsplit(")", 1)[-1].split()
         if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
-            members.append(int(entry.name))
-    return members
+            found[int(entry.name)] = [arg.decode(errors="replace") for arg in argv if arg]
+    return found
+
+
+def stop_session(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM the session ``process`` leads, wait up to ``timeout`` s, then SIGKILL what is left.
+
+    Airflow moves task runners into process groups of their own, so the whole
+    session is swept, not only the group.
+    """
+    session = process.pid
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(session, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not session_processes(session):
+            break
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(session, signal.SIGKILL)
+    for pid in session_processes(session):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
 
 
 class StandaloneAirflow:
@@ -295,22 +320,7 @@ class StandaloneAirflow:
         """
         process, self._process = self._process, None
         if process is not None:
-            session = process.pid
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(session, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if process.poll() is not None and not _session_members(session):
-                    break
-                time.sleep(0.2)
-            else:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(session, signal.SIGKILL)
-            for pid in _session_members(session):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+            stop_session(process, timeout)
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -36,7 +36,7 @@ from flux_provider.client import DEFAULT_WAIT_TIMEOUT
 from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.wire import CREATE_PATH, POLL_PATH
 from tests.conftest import API_KEY, REPO
-from tests.standalone_airflow import StandaloneAirflow
+from tests.standalone_airflow import StandaloneAirflow, session_processes, stop_session
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -62,24 +62,6 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- processes
-
-
-def _session_processes(session_id: int) -> dict[int, list[str]]:
-    """Live (non-zombie) processes whose session id is ``session_id``: pid -> argv."""
-    found: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        # Fields after the ")" closing the command name: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
-            found[int(entry.name)] = [arg.decode(errors="replace") for arg in argv if arg]
-    return found
 
 
 def _is_triggerer(argv: list[str]) -> bool:
@@ -156,21 +138,7 @@ class SpareTriggerer:
         """Stop the triggerer and its children (idempotent)."""
         process, self._process = self._process, None
         if process is not None:
-            session = process.pid
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(session, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if process.poll() is not None and not _session_processes(session):
-                    break
-                time.sleep(0.2)
-            for pid in _session_processes(session):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(session, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+            stop_session(process, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -190,7 +158,7 @@ def _crash_triggerers(standalone: StandaloneAirflow) -> list[int]:
         The killed PIDs (the triggerer job process and its trigger runner).
     """
     assert standalone.pid is not None
-    found = {pid for pid, argv in _session_processes(standalone.pid).items() if _is_triggerer(argv)}
+    found = {pid for pid, argv in session_processes(standalone.pid).items() if _is_triggerer(argv)}
     assert found, f"no airflow triggerer in session {standalone.pid}"
     # The job process first, so it never sees its trigger runner die and cannot shut down cleanly.
     victims = sorted(found, key=lambda pid: (_parent(pid) in found, pid))
