@@ -2,8 +2,8 @@
 
 Start a :class:`FakeFluxServer`, point the code under test at its :attr:`~FakeFluxServer.base_url`
 and script its behaviour with :class:`Fault`, ``fail_next_tasks()``, ``complete()`` and
-``fail()``. The package uses only the standard library and never imports Airflow. pytest users
-can enable the ``flux_fake_server`` fixture with
+``fail()``. It serves with the standard library's HTTP server and never imports Airflow.
+pytest users can enable the ``flux_fake_server`` fixture with
 ``pytest_plugins = ["flux_provider.testing.pytest_plugin"]``.
 """
 
