@@ -351,8 +351,8 @@ def _may_resend(error: FluxError, idempotent: bool) -> bool:
 
 
 @dataclass
-class _Attempts:
-    """The retry bookkeeping of one call, shared by the sync and async drivers."""
+class Attempts:
+    """The retry bookkeeping of one call or download, shared by every retrying loop."""
 
     policy: RetryPolicy
     rng: random.Random
@@ -420,8 +420,8 @@ class _ClientBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.config.base_url!r})"
 
-    def _attempts(self, idempotent: bool, retry: bool) -> _Attempts:
-        return _Attempts(self.config.retry if retry else NO_RETRY, self._rng, idempotent)
+    def _attempts(self, idempotent: bool, retry: bool) -> Attempts:
+        return Attempts(self.config.retry if retry else NO_RETRY, self._rng, idempotent)
 
     def _new_wait(
         self,

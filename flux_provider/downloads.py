@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from flux_provider.client import is_loopback_host, shared_ssl_context
+from flux_provider.client import Attempts, RetryPolicy, is_loopback_host, shared_ssl_context
 from flux_provider.errors import FluxError, TransportError
 from flux_provider.models import FLUX_TASK_ID_PATTERN
 
@@ -209,6 +209,9 @@ class ResultDownloader:
             raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
         self.max_bytes = max_bytes
         self.attempts = max(1, attempts)
+        # 2 s, 4 s, ... (jittered down to half), the client's backoff with a longer first step.
+        self._retry = RetryPolicy(max_attempts=self.attempts, backoff_initial=2.0, backoff_max=30.0)
+        self._rng = random.Random()
         self.allow_private_hosts = allow_private_hosts
         self._resolve = resolve
         self._sleep = sleep
@@ -288,14 +291,12 @@ class ResultDownloader:
 
     def download(self, url: str, folder: StorageTarget, stem: str) -> StoredImage:
         """Copy one URL to ``folder/<stem><ext>``, retrying transient failures."""
-        for attempt in range(1, self.attempts + 1):
+        attempts = Attempts(self._retry, self._rng, idempotent=True)
+        while True:
             try:
                 return self._download_once(url, folder, stem)
             except FluxError as error:
-                if not error.retryable or attempt == self.attempts:
-                    raise
-                self._sleep(min(2.0**attempt, 30.0) * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
+                self._sleep(attempts.delay_after(error))
 
     def _download_once(self, url: str, folder: StorageTarget, stem: str) -> StoredImage:
         try:
