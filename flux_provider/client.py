@@ -572,14 +572,10 @@ class AsyncFluxClient(_ClientBase):
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
-        limits: httpx.Limits | None = None,
     ) -> None:
         super().__init__(config, rng)
         self._sleep = sleep
-        options = config.httpx_options()
-        if limits is not None:
-            options["limits"] = limits
-        self._http = httpx.AsyncClient(transport=transport, **options)
+        self._http = httpx.AsyncClient(transport=transport, **config.httpx_options())
 
     async def __aenter__(self) -> AsyncFluxClient:
         return self

@@ -11,7 +11,7 @@ import json
 import re
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -56,10 +56,6 @@ AspectRatio = Literal[
 ]
 Resolution = Literal["1K", "2K"]
 OutputFormat = Literal["png", "jpeg", "jpg", "webp"]
-
-ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
-RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
-OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 
 def check_http_url(value: str, field: str) -> str:

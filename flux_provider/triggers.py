@@ -9,7 +9,6 @@ poll interval, an absolute wall-clock deadline and the error tolerance.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -168,8 +167,3 @@ class FluxTaskTrigger(BaseTrigger):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
-
-
-def deadline_in(seconds: float) -> float:
-    """The absolute wall-clock deadline ``seconds`` from now."""
-    return time.time() + seconds
