@@ -8,7 +8,7 @@ against one shared fake-API process, so its CPU time is its own:
 * ``floor``: the least work that can do the same job: per task one bare ``httpx.AsyncClient``
   whose connection stays open between polls (``keepalive_expiry`` above the poll interval),
   the same GETs on the same :class:`~flux_provider.polling.PollSchedule`, ``json.loads`` of each
-  answer and a look at ``data.state``; no validation, no logging, no bookkeeping.
+  answer and a look at ``data.status``; no validation, no logging, no bookkeeping.
 * ``naive``: the shape many providers' triggers have: a new HTTP client (and so a new TCP
   connection) for every poll, ``response.json()``, same schedule. Its TLS context is shared
   (as aiohttp caches its default one); with httpx defaults each client would also load the CA
@@ -61,7 +61,7 @@ from benchmarks.measure import (
 VARIANTS = ("ours", "floor", "naive")
 CONN_ID = "flux_bench"
 CONN_ENV = "AIRFLOW_CONN_FLUX_BENCH"
-TERMINAL = frozenset({"success", "fail"})
+TERMINAL = frozenset({"success", "failed"})
 _CALIBRATION_SECONDS = 1.0
 
 
@@ -84,9 +84,8 @@ async def _setup_ours(base_url: str, api_key: str, warm_task: str, deadline: flo
     from flux_provider.hooks import FluxHook
     from flux_provider.triggers import FluxTaskTrigger
 
-    client = await FluxHook(flux_conn_id=CONN_ID).get_async_client()
-    await client.get_task(warm_task, retry=False)
-    await client.aclose()
+    async with FluxHook(flux_conn_id=CONN_ID).async_client() as client:
+        await client.get_task(warm_task, retry=False)
 
     async def wait(task_id: str) -> Outcome:
         trigger = FluxTaskTrigger(task_id, CONN_ID, deadline=deadline)
@@ -118,7 +117,7 @@ def _floor_options(base_url: str, api_key: str) -> dict[str, Any]:
 
 
 async def _setup_floor(base_url: str, api_key: str, warm_task: str, deadline: float) -> PollOne:
-    """Per task one bare ``httpx.AsyncClient``: GET, ``json.loads``, read ``state``, sleep."""
+    """Per task one bare ``httpx.AsyncClient``: GET, ``json.loads``, read ``status``, sleep."""
     import httpx
 
     from flux_provider.polling import PollSchedule
@@ -126,15 +125,15 @@ async def _setup_floor(base_url: str, api_key: str, warm_task: str, deadline: fl
     options = _floor_options(base_url, api_key)
     schedule = PollSchedule()
     async with httpx.AsyncClient(**options) as client:
-        (await client.get(INFO_PATH, params={"taskId": warm_task})).raise_for_status()
+        (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
 
     async def wait(task_id: str) -> Outcome:
         polls = 0
         async with httpx.AsyncClient(**options) as client:
             while True:
-                response = await client.get(INFO_PATH, params={"taskId": task_id})
+                response = await client.get(INFO_PATH, params={"task_id": task_id})
                 polls += 1
-                state = json.loads(response.content)["data"]["state"]
+                state = json.loads(response.content)["data"]["status"]
                 if state in TERMINAL:
                     return Outcome("success" if state == "success" else "failed", polls)
                 if time.time() > deadline:
@@ -153,15 +152,15 @@ async def _setup_naive(base_url: str, api_key: str, warm_task: str, deadline: fl
     options = _plain_options(base_url, api_key)
     schedule = PollSchedule()
     async with httpx.AsyncClient(**options) as client:
-        (await client.get(INFO_PATH, params={"taskId": warm_task})).raise_for_status()
+        (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
 
     async def wait(task_id: str) -> Outcome:
         polls = 0
         while True:
             async with httpx.AsyncClient(**options) as client:
-                response = await client.get(INFO_PATH, params={"taskId": task_id})
+                response = await client.get(INFO_PATH, params={"task_id": task_id})
             polls += 1
-            state = response.json()["data"]["state"]
+            state = response.json()["data"]["status"]
             if state in TERMINAL:
                 return Outcome("success" if state == "success" else "failed", polls)
             if time.time() > deadline:

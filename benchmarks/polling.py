@@ -120,9 +120,8 @@ async def _run_all(
 
     # Warm up once (connection lookup, lazy imports), as a running triggerer has.
     (warm,) = create_tasks(fake.base_url, fake.api_key, 1, prefix="warm-up")
-    client = await FluxHook(flux_conn_id=CONN_ID).get_async_client()
-    await client.get_task(warm, retry=False)
-    await client.aclose()
+    async with FluxHook(flux_conn_id=CONN_ID).async_client() as client:
+        await client.get_task(warm, retry=False)
     fake.take_stats()
 
     jobs: list[asyncio.Task[dict[str, Any]]] = []
@@ -135,7 +134,7 @@ async def _run_all(
                     fake.set_duration(actual)
                     body = {"model": "flux-2-max", "input": {"prompt": f"b2 {index}"}}
                     response = await creator.post(CREATE_PATH, json=body)
-                    task_id = str(response.json()["data"]["taskId"])
+                    task_id = str(response.json()["data"]["task_id"])
                     jobs.append(asyncio.create_task(_watch(policy, nominal, actual, task_id)))
     return list(await asyncio.gather(*jobs))
 

@@ -8,9 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_provider.config import (
+    DEFAULT_BALANCE_PATH,
+    DEFAULT_BASE_URL,
+    DEFAULT_CREATE_PATH,
+    DEFAULT_ESTIMATE_PATH,
+    DEFAULT_INFO_PATH,
+)
+
 __version__ = "0.1.0"
 
 _INTEGRATION = "FLUX"
+_PATHS = (
+    ("create_path", "Create-task path", DEFAULT_CREATE_PATH),
+    ("info_path", "Task-info path", DEFAULT_INFO_PATH),
+    ("balance_path", "Balance path", DEFAULT_BALANCE_PATH),
+    ("estimate_path", "Estimate-credits path", DEFAULT_ESTIMATE_PATH),
+)
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -18,12 +32,12 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-flux",
         "name": "FLUX",
-        "description": "Generate images with Black Forest Labs FLUX.2 max through its task API.",
+        "description": "Black Forest Labs FLUX.2 [max] image generation through Crun's task API.",
         "versions": [__version__],
         "integrations": [
             {
                 "integration-name": _INTEGRATION,
-                "external-doc-url": "https://bfl.ai/models/flux-2",
+                "external-doc-url": "https://docs.crun.ai",
                 "tags": ["ai", "service"],
             }
         ],
@@ -46,7 +60,7 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port", "extra"],
                     "relabeling": {"host": "API base URL", "password": "API key"},
-                    "placeholders": {"host": "https://api.kie.ai", "password": "your API key"},
+                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "your API key"},
                 },
                 "conn-fields": {
                     "header_name": {
@@ -55,19 +69,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Header carrying the key: x-api-key, or Authorization "
                         "(sent as 'Bearer <key>')",
                     },
-                    "create_path": {
-                        "label": "Create-task path",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "default": "/api/v1/jobs/createTask",
-                        },
-                    },
-                    "info_path": {
-                        "label": "Task-info path",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "default": "/api/v1/jobs/recordInfo",
-                        },
+                    **{
+                        name: {
+                            "label": label,
+                            "schema": {"type": ["string", "null"], "default": default},
+                        }
+                        for name, label, default in _PATHS
                     },
                     "timeout": {
                         "label": "Request timeout (seconds)",

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from flux_provider.client import DEFAULT_BASE_URL
+from flux_provider.config import DEFAULT_BASE_URL
 from flux_provider.testing import FakeFluxServer
 
 DAG_ID = "flux_text_to_image"

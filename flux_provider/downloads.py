@@ -41,9 +41,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from flux_provider.client import Attempts, RetryPolicy, is_loopback_host, shared_ssl_context
+from flux_provider.config import is_loopback_host, shared_ssl_context
 from flux_provider.errors import FluxError, TransportError
 from flux_provider.models import FLUX_TASK_ID_PATTERN
+from flux_provider.retry import Attempts, RetryPolicy
 
 DEFAULT_MAX_IMAGE_BYTES = 64 << 20
 """A 2K FLUX.2 PNG is under 16 MiB; 64 MiB leaves room but stops a hostile host filling a disk."""
@@ -190,7 +191,7 @@ class ResultDownloader:
     :param allow_private_hosts: whether result URLs (and redirects) may reach loopback and
         private addresses. Pass :func:`private_hosts_allowed` of the API base URL: true only
         when the API itself is private. Link-local, multicast and reserved addresses are
-        refused either way. Defaults to true for backward compatibility.
+        refused either way. Defaults to false: only public hosts.
     :param resolve: host name to addresses, for the check of non-private targets.
     """
 
@@ -202,7 +203,7 @@ class ResultDownloader:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 60.0,
-        allow_private_hosts: bool = True,
+        allow_private_hosts: bool = False,
         resolve: Resolver = resolve_host,
     ) -> None:
         if max_bytes <= 0:

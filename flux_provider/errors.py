@@ -61,7 +61,7 @@ class InvalidInputError(FluxError, ValueError):
 
 
 class AuthenticationError(FluxError):
-    """401: missing or invalid API key."""
+    """401 (missing or invalid API key) or 403 (the key is disabled)."""
 
 
 class InsufficientCreditsError(FluxError):
@@ -95,7 +95,7 @@ class ServerError(FluxError):
 
 
 class GenerationFailedError(FluxError):
-    """501 or a task that ended in state ``fail``.
+    """501 or a task that ended in state ``failed``.
 
     Retryable by default (a new task may succeed); not retryable when the
     failure code or message says the content itself was refused.
@@ -112,10 +112,31 @@ class UnexpectedStatusError(FluxError):
     """A status code the API's documentation does not list."""
 
 
+class NoResultError(FluxError):
+    """The task ended in ``success`` but its answer holds no image URL.
+
+    Retryable: the retry looks at the task again and submits anew if it still has none.
+    """
+
+    retryable = True
+
+
+class CreditLimitError(FluxError):
+    """A credit check before submitting failed: the balance is too low or the task too dear."""
+
+
+class ConnectionConfigError(FluxError, ValueError):
+    """The Airflow connection cannot describe a usable client (no key, a bad URL, a bad extra)."""
+
+
 class TransportError(FluxError):
     """The request did not complete: connection refused or reset, DNS, protocol error."""
 
     retryable = True
+
+
+class ConnectionFailedError(TransportError):
+    """The connection could not be opened: the request never left, so resending is safe."""
 
 
 class RequestTimeoutError(TransportError):
@@ -136,6 +157,7 @@ class TaskTimeoutError(FluxError):
 
 _ERROR_BY_CODE: dict[int, type[FluxError]] = {
     401: AuthenticationError,
+    403: AuthenticationError,
     402: InsufficientCreditsError,
     404: NotFoundError,
     422: InvalidRequestError,
@@ -149,6 +171,7 @@ _ERROR_BY_CODE: dict[int, type[FluxError]] = {
 _DEFAULT_MESSAGE: dict[int, str] = {
     401: "authentication failed: the API key is missing or invalid",
     402: "insufficient credits on the account",
+    403: "forbidden: the API key is disabled or not allowed here",
     404: "not found: check the base URL, the endpoint paths or the task id",
     422: "the API rejected the request as invalid",
     429: "rate limited by the API",
@@ -200,7 +223,7 @@ _TERMINAL_FAIL_WORDS = re.compile(
 def generation_failure(
     fail_code: str | None, fail_msg: str | None, *, flux_task_id: str | None = None
 ) -> GenerationFailedError:
-    """Classify a task that ended in state ``fail``.
+    """Classify a task that ended in state ``failed``.
 
     Content moderation and validation failures are not retryable (the same
     input would fail again and cost again); anything else is.

@@ -1,10 +1,11 @@
 """``FluxHook``: an Airflow Connection turned into a configured API client.
 
 The connection (type ``flux``) holds the API key as its password and the API
-base URL as its host; optional extras name the auth header, the two endpoint
-paths, the request timeout and the plain-http opt-in. Worker code uses the
-sync client; trigger code uses the async one, whose connection is read with
-``get_async_connection`` so the triggerer's event loop is never blocked.
+base URL as its host (empty means ``https://api.crun.ai``); optional extras
+name the auth header, the endpoint paths, the request timeout and the
+plain-http opt-in. Worker code uses the sync client; trigger code uses the
+async one, whose connection is read with ``get_async_connection`` so the
+triggerer's event loop is never blocked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from functools import cached_property
 from typing import Any
 
@@ -24,21 +26,19 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from flux_provider import get_provider_info
-from flux_provider.client import (
+from flux_provider.client import AsyncFluxClient, FluxClient, TaskInput
+from flux_provider.config import (
     DEFAULT_AUTH_HEADER,
     DEFAULT_BASE_URL,
-    DEFAULT_CREATE_PATH,
-    DEFAULT_INFO_PATH,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
-    AsyncFluxClient,
+    PATH_FIELDS,
     ClientConfig,
-    FluxClient,
     is_loopback_host,
     shared_ssl_context,
 )
-from flux_provider.errors import FluxError
-from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo
+from flux_provider.errors import ConnectionConfigError, FluxError
+from flux_provider.models import MODEL_NAME, TaskInfo
 
 _LAZY_MODULES = (
     "anyio._backends._asyncio",
@@ -52,10 +52,17 @@ _warm_ups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[N
 
 
 def _prepare_async_io() -> None:
-    """The slow first-use work of async I/O: the TLS context and lazily imported modules."""
+    """The slow first-use work of async I/O: the TLS context and lazily imported modules.
+
+    The modules are private to Airflow and anyio: one that a release renames or
+    removes is skipped (the warm-up only saves time, nothing depends on it).
+    """
     shared_ssl_context()
     for module in _LAZY_MODULES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
 
 
 async def async_io_ready() -> None:
@@ -105,22 +112,22 @@ def build_config(
     try:
         seconds = float(timeout) if timeout is not None else DEFAULT_TIMEOUT
     except (TypeError, ValueError):
-        raise ValueError(
+        raise ConnectionConfigError(
             f"the flux connection is misconfigured: the timeout extra must be a number of "
             f"seconds, got {timeout!r}"
         ) from None
+    paths = {name: _extra(extras, name) for name in PATH_FIELDS}
     try:
         return ClientConfig(
             api_key=password or "",
             base_url=_base_url(host, port),
             auth_header=_extra(extras, "header_name") or DEFAULT_AUTH_HEADER,
-            create_path=_extra(extras, "create_path") or DEFAULT_CREATE_PATH,
-            info_path=_extra(extras, "info_path") or DEFAULT_INFO_PATH,
             timeout=seconds,
             allow_insecure_http=_as_bool(_extra(extras, "allow_insecure_http")),
+            **{name: path for name, path in paths.items() if path},
         )
     except ValueError as exc:
-        raise ValueError(f"the flux connection is misconfigured: {exc}") from None
+        raise ConnectionConfigError(f"the flux connection is misconfigured: {exc}") from None
 
 
 class FluxHook(BaseHook):
@@ -174,10 +181,15 @@ class FluxHook(BaseHook):
         """The sync client (Airflow's usual hook accessor)."""
         return self.client
 
-    async def get_async_client(self) -> AsyncFluxClient:
-        """A new async client; the caller owns it and must ``aclose`` it."""
+    @asynccontextmanager
+    async def async_client(self) -> AsyncIterator[AsyncFluxClient]:
+        """An async client for the duration of the ``async with`` block, closed after it."""
         await async_io_ready()
-        return AsyncFluxClient(await self.aget_config())
+        client = AsyncFluxClient(await self.aget_config())
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
     def close(self) -> None:
         """Close the sync client's connections if it was built."""
@@ -186,11 +198,7 @@ class FluxHook(BaseHook):
             del self.__dict__["client"]
 
     def create_task(
-        self,
-        input: Flux2MaxInput | Mapping[str, Any],
-        *,
-        model: str = MODEL_NAME,
-        callback_url: str | None = None,
+        self, input: TaskInput, *, model: str = MODEL_NAME, callback_url: str | None = None
     ) -> str:
         """Submit a task and return the API's task id."""
         return self.client.create_task(input, model=model, callback_url=callback_url)
@@ -209,36 +217,45 @@ class FluxHook(BaseHook):
         """Block until the task ends (non-deferrable mode); returns its final info."""
         return self.client.wait_for_task(flux_task_id, poll_interval=poll_interval, timeout=timeout)
 
+    def get_balance(self) -> float:
+        """The account's credits (free to call)."""
+        return self.client.get_balance()
+
+    def estimate_credits(self, input: TaskInput, *, model: str = MODEL_NAME) -> float:
+        """What a task with ``input`` would cost, in credits (creates nothing)."""
+        return self.client.estimate_credits(input, model=model)
+
     async def acreate_task(
-        self,
-        input: Flux2MaxInput | Mapping[str, Any],
-        *,
-        model: str = MODEL_NAME,
-        callback_url: str | None = None,
+        self, input: TaskInput, *, model: str = MODEL_NAME, callback_url: str | None = None
     ) -> str:
         """Async twin of :meth:`create_task`."""
-        async with await self.get_async_client() as client:
+        async with self.async_client() as client:
             return await client.create_task(input, model=model, callback_url=callback_url)
 
     async def aget_task(self, flux_task_id: str) -> TaskInfo:
         """Async twin of :meth:`get_task`."""
-        async with await self.get_async_client() as client:
+        async with self.async_client() as client:
             return await client.get_task(flux_task_id)
 
-    def test_connection(self) -> tuple[bool, str]:
-        """The UI's Test button: query a task id that cannot exist.
+    async def aget_balance(self) -> float:
+        """Async twin of :meth:`get_balance`."""
+        async with self.async_client() as client:
+            return await client.get_balance()
 
-        A 404 proves the host answered and accepted the key; a 401 means the
-        key is wrong. Nothing is submitted, so nothing is charged.
+    def test_connection(self) -> tuple[bool, str]:
+        """The UI's Test button: ask for the account's balance.
+
+        Proves the host, the path and the key at once and creates nothing. A
+        wrong key, host or path fails with the server's message; a 404 is a
+        failure too (a wrong base URL or balance path), never "key accepted".
         """
         try:
             config = self.get_config()
-            with FluxClient(config) as client:
-                client.get_task("airflow-connection-test", retry=False)
-        except ValueError as exc:
-            return False, str(exc)
         except FluxError as exc:
-            if exc.status_code == 404:
-                return True, f"Connected to {config.base_url}; the API key was accepted."
             return False, str(exc)
-        return True, f"Connected to {config.base_url}."
+        try:
+            with FluxClient(config) as client:
+                balance = client.get_balance(retry=False)
+        except FluxError as exc:
+            return False, f"{config.base_url}{config.balance_path}: {exc}"
+        return True, f"Connected to {config.base_url}: the account has {balance:g} credits."

@@ -1,15 +1,16 @@
-"""Pydantic models of the FLUX task API's wire format.
+"""Typed models of what the provider sends and learns: the task's input, state and result.
 
-Parse once at the edge, pass typed objects inward: the client turns every
-answer into one of these, and the operator validates user input with
-:class:`Flux2MaxInput` before any HTTP call.
+Parse once at the edge, pass typed objects inward: :mod:`flux_provider.wire`
+turns every answer of the API into one of these and writes every request
+(no field name of the wire appears here, except that users may call the
+reference images by Crun's name ``img_urls``), and the operator validates user
+input with :class:`Flux2MaxInput` before any HTTP call.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from flux_provider.errors import GenerationFailedError, InvalidInputError, generation_failure
+from flux_provider.errors import FluxError, InvalidInputError, NoResultError, generation_failure
 
 MODEL_NAME: Final = "flux-2-max"
 """The only model this provider submits."""
@@ -58,12 +59,37 @@ Resolution = Literal["1K", "2K"]
 OutputFormat = Literal["png", "jpeg", "jpg", "webp"]
 
 
+_DATA_IMAGE_URI = re.compile(
+    r"^data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$", re.IGNORECASE
+)
+_QUOTED_CHARS = 80
+
+
+def quoted(value: object) -> str:
+    """``repr(value)`` cut to a length a log line can carry (a data URI may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= _QUOTED_CHARS else text[: _QUOTED_CHARS - 3] + "..."
+
+
 def check_http_url(value: str, field: str) -> str:
     """Return ``value`` if it is an absolute http(s) URL with a host, else raise ``ValueError``."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{field} must be an absolute http(s) URL, got {value!r}")
+        raise ValueError(f"{field} must be an absolute http(s) URL, got {quoted(value)}")
     return value
+
+
+def check_image_reference(value: str, field: str) -> str:
+    """Return ``value`` if it is an http(s) URL or a ``data:image/...;base64,`` URI."""
+    expected = f"{field} must be an absolute http(s) URL or a data:image/...;base64, URI"
+    if value[:5].lower() == "data:":
+        if not _DATA_IMAGE_URI.match(value):
+            raise ValueError(f"{expected}, got a malformed data URI {quoted(value)}")
+        return value
+    try:
+        return check_http_url(value, field)
+    except ValueError:
+        raise ValueError(f"{expected}, got {quoted(value)}") from None
 
 
 class Flux2MaxInput(BaseModel):
@@ -90,12 +116,23 @@ class Flux2MaxInput(BaseModel):
             raise ValueError("prompt must not be blank")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_reference_images(cls, data: Any) -> Any:
+        # Crun's own name for the field is accepted from users who read its documentation.
+        if isinstance(data, dict) and "img_urls" in data:
+            if data.get("input_urls") is not None:
+                raise ValueError("give the reference images once, as input_urls (not img_urls)")
+            rest = {k: v for k, v in data.items() if k != "img_urls"}
+            return {**rest, "input_urls": data["img_urls"]}
+        return data
+
     @field_validator("input_urls")
     @classmethod
-    def _urls_are_http(cls, value: list[str] | None) -> list[str] | None:
+    def _urls_are_images(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             for index, url in enumerate(value):
-                check_http_url(url, f"input_urls[{index}]")
+                check_image_reference(url, f"input_urls[{index}]")
         return value
 
     @model_validator(mode="after")
@@ -107,8 +144,8 @@ class Flux2MaxInput(BaseModel):
                 raise ValueError(f"extra field {key!r} is not JSON-serialisable: {exc}") from None
         return self
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON object sent as ``input`` (unset fields omitted, extras kept)."""
+    def parameters(self) -> dict[str, Any]:
+        """The set parameters under the provider's names (unset fields omitted, extras kept)."""
         return self.model_dump(exclude_none=True)
 
 
@@ -117,12 +154,8 @@ def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
     lines = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"]) or "(input)"
-        given = error.get("input")
-        given_text = repr(given)
-        if len(given_text) > 80:
-            given_text = given_text[:77] + "..."
         msg = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{prefix}{loc}: {msg} (got {given_text})")
+        lines.append(f"{prefix}{loc}: {msg} (got {quoted(error.get('input'))})")
     return "; ".join(lines)
 
 
@@ -140,194 +173,79 @@ def validate_input(data: Any) -> Flux2MaxInput:
         ) from None
 
 
-class CreateTaskRequest(BaseModel):
-    """The body of ``POST createTask``."""
-
-    model_config = ConfigDict(populate_by_name=True, frozen=True)
-
-    model: Literal["flux-2-max"] = MODEL_NAME
-    callback_url: str | None = Field(default=None, alias="callBackUrl")
-    input: dict[str, Any]
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_is_http(cls, value: str | None) -> str | None:
-        return None if value is None else check_http_url(value, "callback_url")
-
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON body (camelCase keys, unset fields omitted)."""
-        return self.model_dump(by_alias=True, exclude_none=True)
-
-
-def _check_task_id(value: str) -> str:
+def check_task_id(value: str) -> str:
+    """Return ``value`` if it is a usable task id, else raise ``ValueError``."""
     if not FLUX_TASK_ID_PATTERN.match(value):
-        raise ValueError(f"task id {value[:60]!r} has characters outside [A-Za-z0-9_.:-]")
+        raise ValueError(f"task id {quoted(value)} has characters outside [A-Za-z0-9_.:-]")
     return value
 
 
-class CreateTaskData(BaseModel):
-    """The ``data`` of the createTask answer."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    task_id: str = Field(alias="taskId")
-
-    @field_validator("task_id")
-    @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return _check_task_id(value)
-
-
 class TaskState(str, Enum):
-    """The task's lifecycle: waiting → queuing → generating → success | fail."""
+    """Where a task is: ``pending`` → ``running`` → ``success`` | ``failed``.
 
-    WAITING = "waiting"
-    QUEUING = "queuing"
-    GENERATING = "generating"
+    The API's many words for these (``queued``, ``processing``, ``succeeded``,
+    ``error``…) are mapped by :mod:`flux_provider.wire`; a word it does not know
+    becomes ``UNKNOWN``, which counts as not ended.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
     SUCCESS = "success"
-    FAIL = "fail"
+    FAILED = "failed"
     UNKNOWN = "unknown"
-    """A state this version does not know yet; treated as still running."""
+    """A status word this version does not know; treated as still running."""
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the task has ended (``success`` or ``fail``)."""
-        return self in (TaskState.SUCCESS, TaskState.FAIL)
-
-    @classmethod
-    def parse(cls, value: object) -> TaskState:
-        """Map a wire value to a state; unknown values become ``UNKNOWN`` instead of failing."""
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            return cls.UNKNOWN
-
-
-def _decode_json_string(value: Any, field: str) -> Any:
-    """``param`` and ``resultJson`` are JSON encoded as strings; empty means absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (dict, list)):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"{field} must be a JSON string, got {type(value).__name__}")
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{field} is not valid JSON: {exc.msg} at position {exc.pos}") from None
-
-
-def _ms_to_datetime(value: int | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        """Whether the task has ended (``success`` or ``failed``)."""
+        return self in (TaskState.SUCCESS, TaskState.FAILED)
 
 
 class TaskInfo(BaseModel):
-    """The ``data`` of the recordInfo answer: one task's state and result."""
+    """One task's state and result, under the provider's names.
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    :meth:`summary` is what the operator returns and the trigger's event
+    carries; ``TaskInfo.model_validate(summary)`` reads it back.
+    """
 
-    flux_task_id: str = Field(alias="taskId")
-    model: str | None = None
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    flux_task_id: str
     state: TaskState
     raw_state: str = ""
-    param: dict[str, Any] | None = None
-    result: dict[str, Any] | None = Field(default=None, alias="resultJson")
-    fail_code: str | None = Field(default=None, alias="failCode")
-    fail_msg: str | None = Field(default=None, alias="failMsg")
-    cost_time: float | None = Field(default=None, alias="costTime")
-    complete_time: int | None = Field(default=None, alias="completeTime")
-    create_time: int | None = Field(default=None, alias="createTime")
-    update_time: int | None = Field(default=None, alias="updateTime")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _keep_raw_state(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "raw_state" not in data:
-            data = {**data, "raw_state": str(data.get("state", ""))}
-        return data
+    """The status word exactly as the API sent it."""
+    result_urls: list[str] = Field(default_factory=list)
+    fail_code: str | None = None
+    fail_msg: str | None = None
+    credits: float | None = None
+    """What the task cost, when the API says."""
+    created_at: float | None = None
+    """Epoch seconds."""
+    completed_at: float | None = None
+    """Epoch seconds, once the task has ended."""
+    duration_s: float | None = None
+    """Seconds the API says the task took."""
 
     @field_validator("flux_task_id")
     @classmethod
     def _valid_id(cls, value: str) -> str:
-        return _check_task_id(value)
+        return check_task_id(value)
 
-    @field_validator("state", mode="before")
-    @classmethod
-    def _parse_state(cls, value: Any) -> TaskState:
-        return TaskState.parse(value)
+    def failure(self) -> FluxError | None:
+        """Why a task that ended gives no images, or ``None``.
 
-    @field_validator("param", mode="before")
-    @classmethod
-    def _parse_param(cls, value: Any) -> Any:
-        decoded = _decode_json_string(value, "param")
-        return decoded if isinstance(decoded, dict) else None
-
-    @field_validator("result", mode="before")
-    @classmethod
-    def _parse_result(cls, value: Any) -> Any:
-        decoded = _decode_json_string(value, "resultJson")
-        if decoded is not None and not isinstance(decoded, dict):
-            raise ValueError("resultJson must encode a JSON object")
-        return decoded
-
-    @field_validator("fail_code", "fail_msg", mode="before")
-    @classmethod
-    def _text_or_none(cls, value: Any) -> str | None:
-        if value is None or value == "":
-            return None
-        return str(value)
-
-    @property
-    def result_urls(self) -> list[str]:
-        """The result image URLs (empty until the task succeeds)."""
-        urls = (self.result or {}).get("resultUrls") or []
-        return [url for url in urls if isinstance(url, str)]
-
-    @property
-    def created_at(self) -> datetime | None:
-        """When the task was created (UTC)."""
-        return _ms_to_datetime(self.create_time)
-
-    @property
-    def completed_at(self) -> datetime | None:
-        """When the task ended (UTC), if it has."""
-        return _ms_to_datetime(self.complete_time)
-
-    def failure(self) -> GenerationFailedError | None:
-        """The classified error of a failed task, or ``None`` if it did not fail."""
-        if self.state is not TaskState.FAIL:
-            return None
-        return generation_failure(self.fail_code, self.fail_msg, flux_task_id=self.flux_task_id)
+        A failed task is classified by :func:`~flux_provider.errors.generation_failure`;
+        a success without any image URL is a retryable :class:`NoResultError`.
+        """
+        if self.state is TaskState.FAILED:
+            return generation_failure(self.fail_code, self.fail_msg, flux_task_id=self.flux_task_id)
+        if self.state is TaskState.SUCCESS and not self.result_urls:
+            return NoResultError(
+                f"flux task {self.flux_task_id} succeeded but its answer holds no image URL",
+                flux_task_id=self.flux_task_id,
+            )
+        return None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable digest (what the operator returns and triggers emit)."""
-        return {
-            "flux_task_id": self.flux_task_id,
-            "state": self.state.value,
-            "raw_state": self.raw_state,
-            "result_urls": self.result_urls,
-            "fail_code": self.fail_code,
-            "fail_msg": self.fail_msg,
-            "cost_time": self.cost_time,
-            "create_time": self.create_time,
-            "complete_time": self.complete_time,
-            "update_time": self.update_time,
-        }
-
-
-class ApiEnvelope(BaseModel):
-    """Every answer's outer object: ``code``, ``msg`` (or ``message``) and ``data``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    code: int
-    msg: str | None = None
-    message: str | None = None
-    data: Any = None
-
-    @property
-    def text(self) -> str:
-        """The server's message, whichever key carried it."""
-        return self.msg or self.message or ""
+        return self.model_dump(mode="json")

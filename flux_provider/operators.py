@@ -1,162 +1,34 @@
-"""``FluxGenerateImageOperator``: validate, submit, wait (deferred by default), finish."""
+"""``FluxGenerateImageOperator``: validate, submit, wait (deferred by default), deliver."""
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import AirflowFailException, conf
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from flux_provider.client import DEFAULT_WAIT_TIMEOUT
+from flux_provider.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.downloads import (
     DEFAULT_MAX_IMAGE_BYTES,
     ResultDownloader,
     private_hosts_allowed,
 )
-from flux_provider.errors import FluxError, InvalidInputError, NotFoundError
+from flux_provider.errors import CreditLimitError, FluxError, InvalidInputError, NotFoundError
 from flux_provider.hooks import FluxHook
-from flux_provider.links import FluxResultLink, persist_result_link
+from flux_provider.links import FluxResultLink
 from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
-from flux_provider.outcomes import fail, result_from_event, result_from_info
-from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, TaskWait
-from flux_provider.triggers import FluxTaskTrigger
+from flux_provider.outcomes import fail, failing_the_task
+from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from flux_provider.waiting import FluxWaitMixin, check_wait_settings
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 STATE_KEY = "flux_task_id"
 """Key of the task id in ``task_state_store`` and XCom; renaming it breaks in-flight retries."""
-
-
-def check_wait_settings(poll_interval: float | None, timeout: float, max_errors: int) -> None:
-    """Reject impossible wait settings when the DAG is parsed."""
-    if poll_interval is not None and not poll_interval > 0:
-        raise ValueError(
-            f"poll_interval must be > 0 seconds (or None for adaptive), got {poll_interval}"
-        )
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    if max_errors < 0:
-        raise ValueError(f"max_consecutive_errors must be >= 0, got {max_errors}")
-
-
-class FluxWaitMixin:
-    """Waiting for a submitted task: check once, then defer or poll; shared with the sensor."""
-
-    flux_conn_id: str
-    deferrable: bool
-    poll_interval: float | None
-    timeout: float
-    max_consecutive_errors: int
-    log: Any
-
-    @cached_property
-    def hook(self) -> FluxHook:
-        """The hook for ``flux_conn_id``."""
-        return FluxHook(flux_conn_id=self.flux_conn_id)
-
-    def wait_and_finish(self, context: Any, flux_task_id: str, info: TaskInfo | None = None) -> Any:
-        """Return the result if the task already ended; otherwise defer or block until it does."""
-        if info is None:
-            info = self._peek(flux_task_id)
-        if info is not None and info.state.is_terminal:
-            self.log.info(
-                "Flux task %s has already ended (%s): not waiting", flux_task_id, info.raw_state
-            )
-            return self.finish(context, info)
-        if self.deferrable:
-            self.log.info("Deferring: polling flux task %s in the triggerer", flux_task_id)
-            self.defer(  # type: ignore[attr-defined]
-                trigger=FluxTaskTrigger(
-                    flux_task_id,
-                    self.flux_conn_id,
-                    deadline=time.time() + self.timeout,
-                    poll_interval=self.poll_interval,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                ),
-                method_name="execute_complete",
-                timeout=None,
-            )
-        final = self._guarded(
-            self.hook.client.wait_for_task,
-            flux_task_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            on_poll=self._log_progress,
-        )
-        return self.finish(context, final)
-
-    def _peek(self, flux_task_id: str) -> TaskInfo | None:
-        """One poll without retries; ``None`` if it hit a transient error (the wait copes)."""
-        try:
-            info: TaskInfo = self.hook.client.get_task(flux_task_id, retry=False)
-        except NotFoundError as error:
-            self.log.info("Flux task %s is not visible yet (%s)", flux_task_id, error)
-            return None
-        except FluxError as error:
-            if not error.retryable:
-                fail(error, self.log)
-            self.log.warning(
-                "Checking flux task %s failed (%s); waiting anyway", flux_task_id, error
-            )
-            return None
-        return info
-
-    def _log_progress(self, wait: TaskWait, info: TaskInfo | None) -> None:
-        if info is not None and not wait.state_changed:
-            return
-        self.log.info(
-            "Flux task %s: %s after %.1fs (%d polls)",
-            wait.flux_task_id,
-            info.raw_state if info is not None else f"poll failed ({wait.last_error})",
-            wait.elapsed,
-            wait.polls,
-        )
-
-    def _guarded(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(*args, **kwargs)
-        except FluxError as error:
-            fail(error, self.log)
-
-    def check_connection(self) -> None:
-        """Build the client now: a misconfigured connection fails at once, without retries.
-
-        Reading the connection also registers the key with the secrets masker
-        in this process (a resumed task would otherwise never read it).
-        """
-        try:
-            self.hook.client  # noqa: B018
-        except ValueError as exc:
-            self.log.error("Failing without retry (a retry cannot help): %s", exc)
-            raise AirflowFailException(str(exc)) from None
-
-    def execute_complete(self, context: Any, event: Mapping[str, Any] | None = None) -> Any:
-        """Resume after the trigger fired: validate the event, then finish."""
-        self.check_connection()
-        return self._finalise(context, result_from_event(event, self.log))
-
-    def finish(self, context: Any, info: TaskInfo) -> Any:
-        """Finish from a final task info (sync path and already-ended tasks)."""
-        return self._finalise(context, result_from_info(info, self.log))
-
-    def _finalise(self, context: Any, result: dict[str, Any]) -> dict[str, Any]:
-        result = self.complete(context, result)
-        persist_result_link(context, result_link_target(result))
-        return result
-
-    def complete(self, context: Any, result: dict[str, Any]) -> dict[str, Any]:
-        """Post-process the result dict of a successful task (downloads, asset events)."""
-        return result
-
-
-def result_link_target(result: Mapping[str, Any]) -> str | None:
-    """The first stored copy when it is browsable over http(s), else the first result URL."""
-    stored = [s["location"] for s in result.get("stored") or []]
-    browsable = [loc for loc in stored if loc.startswith(("http://", "https://"))]
-    urls = browsable or list(result.get("result_urls") or [])
-    return urls[0] if urls else None
 
 
 def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
@@ -171,6 +43,16 @@ def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
     return ObjectStoragePath(text)
 
 
+def _check_credit_limit(name: str, value: float | None) -> None:
+    if value is not None and not (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        raise ValueError(f"{name} must be a number of credits >= 0 (or None), got {value!r}")
+
+
 class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
     """Generate an image with FLUX.2 [max]: validate, submit, wait, return the result.
 
@@ -181,7 +63,8 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
     running or already succeeded instead of paying for a new one.
 
     :param prompt: the text prompt (templated).
-    :param input_urls: reference image URLs for edits, up to 8 (templated).
+    :param input_urls: reference images for edits, up to 8 http(s) URLs or
+        ``data:image/...;base64,`` URIs (templated); sent as Crun's ``img_urls``.
     :param aspect_ratio: e.g. ``"1:1"``, ``"16:9"``, ``"auto"``.
     :param resolution: ``"1K"`` or ``"2K"``.
     :param seed: integer seed for reproducibility.
@@ -198,6 +81,10 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
     :param download_to: folder to copy the images into (templated): a path or URL string
         (``/data/images``, ``s3://bucket/prefix``…) or an ``ObjectStoragePath``.
     :param max_download_bytes: per-image size cap for ``download_to``.
+    :param min_balance: fail without submitting (and without retry) when the account has
+        fewer credits than this; ``None`` (default) skips the check.
+    :param max_credits: fail without submitting (and without retry) when the API estimates
+        the task above this many credits; ``None`` (default) skips the check.
     """
 
     template_fields: Sequence[str] = (
@@ -231,18 +118,24 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         reattach: bool = True,
         download_to: str | ObjectStoragePath | None = None,
         max_download_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        min_balance: float | None = None,
+        max_credits: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if model != MODEL_NAME:
             raise ValueError(f"model must be {MODEL_NAME!r}, got {model!r}")
         check_wait_settings(poll_interval, timeout, max_consecutive_errors)
+        _check_credit_limit("min_balance", min_balance)
+        _check_credit_limit("max_credits", max_credits)
         # Fields that are not templated can be checked now, when the DAG is parsed.
         static = {"aspect_ratio": aspect_ratio, "resolution": resolution, "seed": seed}
         try:
             validate_input({"prompt": "-", **{k: v for k, v in static.items() if v is not None}})
         except InvalidInputError as exc:
             raise ValueError(str(exc)) from None
+        if max_download_bytes <= 0:
+            raise ValueError(f"max_download_bytes must be > 0, got {max_download_bytes}")
         self.prompt = prompt
         self.input_urls = input_urls
         self.aspect_ratio = aspect_ratio
@@ -258,10 +151,12 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         self.timeout = timeout
         self.max_consecutive_errors = max_consecutive_errors
         self.reattach = reattach
-        if max_download_bytes <= 0:
-            raise ValueError(f"max_download_bytes must be > 0, got {max_download_bytes}")
         self.download_to = download_to
         self.max_download_bytes = max_download_bytes
+        self.min_balance = min_balance
+        self.max_credits = max_credits
+        self.reattached = False
+        """Whether this try re-attached to an earlier try's task instead of submitting."""
 
     def build_input(self) -> Flux2MaxInput:
         """The validated ``input`` object (after templates were rendered)."""
@@ -280,51 +175,90 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         data.update({k: v for k, v in named.items() if v is not None})
         return validate_input(data)
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> dict[str, Any]:
         """Submit (or re-attach), then wait according to the operator's mode."""
         try:
             flux_input = self.build_input()
         except InvalidInputError as exc:
             fail(exc, self.log)
         self.check_connection()
-        store = context.get("task_state_store") if self.reattach else None
-        if self.reattach and store is None:
-            self.log.warning("task_state_store is unavailable: a retry will submit a new task")
+        store = self._state_store(context)
         previous = self._reusable_task(store)
         if previous is not None:
             flux_task_id, info = previous
+            self.reattached = True
             self._share_id(context, flux_task_id)
             if not self.wait_for_completion:
-                state = info.state.value if info is not None else "unknown"
+                state = info.state.value if info is not None else TaskState.UNKNOWN.value
                 return {"flux_task_id": flux_task_id, "state": state}
-            return self.wait_and_finish(context, flux_task_id, info)
-        flux_task_id = self._guarded(
-            self.hook.create_task, flux_input, model=self.model, callback_url=self.callback_url
-        )
+            return self.wait_for_result(context, flux_task_id, info)
+        with failing_the_task(self.log):
+            self._check_credits(flux_input)
+            flux_task_id = self.hook.create_task(
+                flux_input, model=self.model, callback_url=self.callback_url
+            )
         if store is not None:
             store.set(STATE_KEY, flux_task_id)
         self.log.info("Submitted flux task %s", flux_task_id)
         self._share_id(context, flux_task_id)
         if not self.wait_for_completion:
             return {"flux_task_id": flux_task_id, "state": "submitted"}
-        return self.wait_and_finish(context, flux_task_id)
+        return self.wait_for_result(context, flux_task_id)
 
-    def complete(self, context: Any, result: dict[str, Any]) -> dict[str, Any]:
-        """Copy the images to ``download_to`` and describe them on the outlets' asset events."""
+    def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Copy the images to ``download_to``, describe them on the outlets' asset events,
+        and forget the recorded task (clearing this task later generates anew)."""
         if self.download_to is not None:
             result["stored"] = self._download(result)
         extra = {
-            "flux_task_id": result["flux_task_id"],
-            "result_urls": result["result_urls"],
-            "stored": [s["location"] for s in result.get("stored", [])],
+            key: result[key]
+            for key in ("flux_task_id", "result_urls", "credits", "completed_at", "duration_s")
         }
+        extra["stored"] = [s["location"] for s in result.get("stored", [])]
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)
-        store = context.get("task_state_store") if self.reattach else None
+        store = self._state_store(context, warn=False)
         if store is not None:
-            # Retries of this execution are over: clearing the task later must generate anew.
             store.delete(STATE_KEY)
         return result
+
+    def _state_store(self, context: Context, *, warn: bool = True) -> Any:
+        """The task instance's state store when re-attaching is on and Airflow has one."""
+        if not self.reattach:
+            return None
+        store = context.get("task_state_store")
+        if store is None and warn:
+            self.log.warning("task_state_store is unavailable: a retry will submit a new task")
+        return store
+
+    def _check_credits(self, flux_input: Flux2MaxInput) -> None:
+        """The opt-in credit checks before submitting; raises :class:`CreditLimitError`."""
+        if self.min_balance is not None:
+            balance = self.hook.get_balance()
+            if balance < self.min_balance:
+                raise CreditLimitError(
+                    f"the account has {balance:g} credits, below min_balance="
+                    f"{self.min_balance:g}: not submitting"
+                )
+            self.log.info("Balance %g credits (min_balance %g)", balance, self.min_balance)
+        if self.max_credits is not None:
+            try:
+                cost = self.hook.estimate_credits(flux_input, model=self.model)
+            except NotFoundError as error:
+                config = self.hook.client.config
+                raise CreditLimitError(
+                    f"max_credits={self.max_credits:g} is set, but {config.base_url} has no "
+                    f"estimate-credits endpoint at {config.estimate_path} (404): the cost cannot "
+                    "be checked, so nothing was submitted. Unset max_credits, or set the "
+                    "connection's estimate_path",
+                    server_message=error.server_message,
+                ) from None
+            if cost > self.max_credits:
+                raise CreditLimitError(
+                    f"the task would cost {cost:g} credits, above max_credits="
+                    f"{self.max_credits:g}: not submitting"
+                )
+            self.log.info("Estimated cost %g credits (max_credits %g)", cost, self.max_credits)
 
     def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
         downloader = ResultDownloader(
@@ -333,10 +267,11 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             allow_private_hosts=private_hosts_allowed(self.hook.client.config.base_url),
         )
         try:
-            folder = storage_path(self.download_to)  # type: ignore[arg-type]
-            stored = downloader.download_all(result["result_urls"], folder, result["flux_task_id"])
-        except FluxError as error:
-            fail(error, self.log)
+            with failing_the_task(self.log):
+                folder = storage_path(self.download_to)  # type: ignore[arg-type]
+                stored = downloader.download_all(
+                    result["result_urls"], folder, result["flux_task_id"]
+                )
         finally:
             downloader.close()
         for image in stored:
@@ -345,15 +280,16 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             )
         return [image.as_dict() for image in stored]
 
-    def _share_id(self, context: Any, flux_task_id: str) -> None:
+    def _share_id(self, context: Context, flux_task_id: str) -> None:
         context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)
 
     def _reusable_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
         """The earlier try's task if it may be reused, with its info when known.
 
-        Reused when it is still running or succeeded, and also when its state
-        cannot be read right now (a transient error): re-attaching costs
-        nothing, while submitting again could pay twice. ``None`` means submit.
+        Reused when it is still running or succeeded with images, and also when
+        its state cannot be read right now (a transient error): re-attaching
+        costs nothing, while submitting again could pay twice. ``None`` means
+        submit.
         """
         if store is None:
             return None
@@ -372,9 +308,10 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
                 "Previous flux task %s cannot be checked (%s): re-attaching", flux_task_id, error
             )
             return flux_task_id, None
-        if info.state is TaskState.FAIL:
+        failure = info.failure()
+        if failure is not None:
             self.log.warning(
-                "Previous flux task %s failed (%s): submitting anew", flux_task_id, info.fail_msg
+                "Previous flux task %s gave no image (%s): submitting anew", flux_task_id, failure
             )
             return None
         if info.state is TaskState.SUCCESS:

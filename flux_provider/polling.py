@@ -1,18 +1,21 @@
-"""How to wait for a task: the polling schedule and the bookkeeping of one wait.
+"""How to wait for a task: the polling schedule, the decisions of one wait, and its two loops.
 
-Pure logic with no I/O, shared by the sync client's ``wait_for_task`` and the
-async trigger so both wait the same way: adaptive intervals (fast at first,
-then backing off to a cap), ``Retry-After`` honoured, transient poll errors
-absorbed up to a bound, a 404 right after creation tolerated briefly, and an
-absolute wall-clock deadline.
+:class:`TaskWait` holds every decision and no I/O: adaptive intervals (fast at
+first, then backing off to a cap), ``Retry-After`` honoured, transient poll
+errors absorbed up to a bound, a 404 right after creation tolerated briefly,
+an unknown status word reported once, and an absolute wall-clock deadline.
+Two loops drive it: :func:`wait_blocking` (the worker path; the sensor's
+pokes make one step each) and :func:`wait_async` (the trigger).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flux_provider.errors import FluxError, NotFoundError, TaskTimeoutError
 from flux_provider.models import TaskInfo, TaskState
@@ -21,14 +24,20 @@ DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 DEFAULT_NOT_FOUND_GRACE = 3
 ERROR_BACKOFF_MAX = 30.0
 
+Outcome = TaskInfo | FluxError
+"""What one poll gave: the task's info, or the error the poll raised."""
+
+OnPoll = Callable[["TaskWait", Outcome], None]
+"""Called after each poll that did not end the wait (to log progress)."""
+
 
 @dataclass(frozen=True)
 class PollSchedule:
     """Seconds to wait before each poll: ``initial`` growing by ``factor`` up to ``maximum``.
 
-    The default starts at 2 s (the API's documented advice) and settles at 5 s,
-    so a 30 s generation costs about 8 polls and is noticed within 5 s.
-    ``PollSchedule.fixed(10)`` polls at a constant interval.
+    The default starts at 2 s and settles at 5 s, so a 30 s generation costs
+    about 8 polls and is noticed within 5 s. ``PollSchedule.fixed(10)`` polls
+    at a constant interval.
     """
 
     initial: float = 2.0
@@ -57,28 +66,37 @@ class PollSchedule:
 
 @dataclass
 class TaskWait:
-    """The state of one wait for one task; drivers feed it poll outcomes.
+    """The state of one wait for one task; a loop feeds it each poll's :data:`Outcome`.
 
-    ``record_info`` returns the info once the task has ended; ``record_error``
-    returns how long to back off, or raises once the error is hopeless or too
-    many polls failed in a row; ``next_delay`` is the pause before the next
-    poll, clamped to the deadline; ``check_deadline`` raises
-    :class:`TaskTimeoutError` once it has passed.
+    :meth:`observe` returns the info once the task has ended, or sets
+    :attr:`delay` (the pause before the next poll, clamped to the deadline);
+    it raises once an error is hopeless or too many polls failed in a row.
+    :meth:`check_deadline` raises :class:`TaskTimeoutError` once it has passed.
     """
 
     flux_task_id: str
-    deadline: float
+    deadline: float = math.inf
+    deadline_name: str = "timeout"
+    """The limit the deadline comes from, named when it passes (``timeout``,
+    ``execution_timeout``)."""
     schedule: PollSchedule = field(default_factory=PollSchedule)
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
     not_found_grace: int = DEFAULT_NOT_FOUND_GRACE
     clock: Callable[[], float] = time.time
-    started: float = field(default=0.0)
+    started: float = 0.0
     polls: int = 0
     errors_in_a_row: int = 0
     last_state: TaskState | None = None
+    last_raw_state: str | None = None
     last_error: FluxError | None = None
     state_changed: bool = False
-    """Whether the last successful poll saw a different state than the one before."""
+    """Whether the last successful poll saw a different status word than the one before."""
+    unknown_words: set[str] = field(default_factory=set)
+    """Unknown status words already reported (each is reported once)."""
+    new_unknown_word: bool = False
+    """Whether the last poll brought a status word not seen (nor known) before."""
+    delay: float = 0.0
+    """The pause before the next poll, set by :meth:`observe`."""
     _retry_after: float | None = None
 
     def __post_init__(self) -> None:
@@ -90,13 +108,29 @@ class TaskWait:
         """Seconds since this wait began."""
         return self.clock() - self.started
 
+    def observe(self, outcome: Outcome) -> TaskInfo | None:
+        """Take in one poll's outcome: the info if the task ended, else ``None`` (see ``delay``)."""
+        if isinstance(outcome, FluxError):
+            self.delay = self.clamp(self.record_error(outcome))
+            return None
+        ended = self.record_info(outcome)
+        if ended is None:
+            self.delay = self.next_delay()
+        return ended
+
     def record_info(self, info: TaskInfo) -> TaskInfo | None:
         """Count a successful poll; return the info if the task has ended."""
         self.polls += 1
         self.errors_in_a_row = 0
         self._retry_after = None
-        self.state_changed = info.state is not self.last_state
+        self.state_changed = info.raw_state != self.last_raw_state
+        self.new_unknown_word = (
+            info.state is TaskState.UNKNOWN and info.raw_state not in self.unknown_words
+        )
+        if self.new_unknown_word:
+            self.unknown_words.add(info.raw_state)
         self.last_state = info.state
+        self.last_raw_state = info.raw_state
         return info if info.state.is_terminal else None
 
     def record_error(self, error: FluxError) -> float:
@@ -135,10 +169,123 @@ class TaskWait:
 
     def timeout_error(self) -> TaskTimeoutError:
         """The error describing a wait that ran out of time."""
-        state = self.last_state.value if self.last_state else "never seen"
+        state = self.last_raw_state or "never seen"
         return TaskTimeoutError(
-            f"timed out waiting for flux task {self.flux_task_id} after {self.elapsed:.1f}s "
-            f"and {self.polls} polls; last state: {state}. The task may still finish: "
-            "a retry re-attaches to it",
+            f"{self.deadline_name} reached: waited {self.elapsed:.1f}s for flux task "
+            f"{self.flux_task_id} ({self.polls} polls; last state: {state}). The task may "
+            "still finish: a retry re-attaches to it",
             flux_task_id=self.flux_task_id,
         )
+
+    def progress(self, outcome: Outcome) -> tuple[str, str] | None:
+        """What to log about a poll that did not end the wait, as (level, message), or ``None``.
+
+        A failed poll is a warning; a new status word is news; an unknown word
+        is a warning the first time it is seen, and never a failure.
+        """
+        if isinstance(outcome, FluxError):
+            return (
+                "warning",
+                f"Poll {self.polls} of flux task {self.flux_task_id} failed ({outcome}); "
+                f"{self.errors_in_a_row} in a row, retrying in {self.delay:.1f}s",
+            )
+        if self.new_unknown_word:
+            return (
+                "warning",
+                f"Flux task {self.flux_task_id} reports the unknown status "
+                f"{outcome.raw_state!r}: treating it as not ended, polling until the deadline",
+            )
+        if self.state_changed:
+            return (
+                "info",
+                f"Flux task {self.flux_task_id} is {outcome.raw_state} after "
+                f"{self.elapsed:.1f}s ({self.polls} polls)",
+            )
+        return None
+
+    def to_record(self) -> dict[str, Any]:
+        """The counters that must survive between two pokes run in different processes."""
+        return {
+            "started": self.started,
+            "polls": self.polls,
+            "errors_in_a_row": self.errors_in_a_row,
+            "last_state": self.last_state.value if self.last_state else None,
+            "last_raw_state": self.last_raw_state,
+            "unknown_words": sorted(self.unknown_words),
+        }
+
+    def restore(self, record: Any) -> None:
+        """Take back the counters of :meth:`to_record` (ignored if unusable)."""
+        if not isinstance(record, dict):
+            return
+        try:
+            self.started = float(record["started"])
+            self.polls = int(record["polls"])
+            self.errors_in_a_row = int(record["errors_in_a_row"])
+            last = record.get("last_state")
+            self.last_state = TaskState(last) if last else None
+            self.last_raw_state = record.get("last_raw_state")
+            self.unknown_words = {str(word) for word in record.get("unknown_words") or ()}
+        except (KeyError, TypeError, ValueError):
+            return
+
+
+def log_progress(log: logging.Logger | Any, wait: TaskWait, outcome: Outcome) -> None:
+    """Log what :meth:`TaskWait.progress` finds worth saying (an :data:`OnPoll` callback)."""
+    progress = wait.progress(outcome)
+    if progress is not None:
+        level, message = progress
+        log.log(logging.WARNING if level == "warning" else logging.INFO, message)
+
+
+def _attempt(poll: Callable[[], TaskInfo]) -> Outcome:
+    try:
+        return poll()
+    except FluxError as error:
+        return error
+
+
+def wait_blocking(
+    wait: TaskWait,
+    poll: Callable[[], TaskInfo],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    on_poll: OnPoll | None = None,
+) -> TaskInfo:
+    """Poll until the task ends; the worker's loop. Raises as :meth:`TaskWait.observe` does."""
+    wait.check_deadline()
+    while True:
+        outcome = _attempt(poll)
+        ended = wait.observe(outcome)
+        if ended is not None:
+            return ended
+        if on_poll is not None:
+            on_poll(wait, outcome)
+        wait.check_deadline()
+        sleep(wait.delay)
+
+
+async def wait_async(
+    wait: TaskWait,
+    poll: Callable[[], Awaitable[TaskInfo]],
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    on_poll: OnPoll | None = None,
+    first_delay: float = 0.0,
+) -> TaskInfo:
+    """Poll until the task ends; the trigger's loop (``first_delay`` before the first poll)."""
+    wait.check_deadline()
+    if first_delay > 0:
+        await sleep(wait.clamp(first_delay))
+    while True:
+        try:
+            outcome: Outcome = await poll()
+        except FluxError as error:
+            outcome = error
+        ended = wait.observe(outcome)
+        if ended is not None:
+            return ended
+        if on_poll is not None:
+            on_poll(wait, outcome)
+        wait.check_deadline()
+        await sleep(wait.delay)

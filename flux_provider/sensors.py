@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from flux_provider.client import DEFAULT_WAIT_TIMEOUT
+from flux_provider.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.errors import FluxError
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink
-from flux_provider.operators import FluxWaitMixin, check_wait_settings
 from flux_provider.outcomes import fail
-from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, Outcome, TaskWait, log_progress
+from flux_provider.waiting import FluxWaitMixin, check_wait_settings
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+WAIT_STATE_KEY = "flux_sensor_wait"
+"""Key in ``task_state_store`` of the poll counters that must survive a reschedule."""
 
 
 class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
@@ -22,8 +28,12 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
 
     Deferrable (the default follows ``[operators] default_deferrable``): checks
     once, then polls in the triggerer. Otherwise pokes every ``poke_interval``
-    seconds (``mode="reschedule"`` frees the slot between pokes); a transient
-    poll error counts as "not yet" until ``max_consecutive_errors`` in a row.
+    seconds (``mode="reschedule"`` frees the slot between pokes). Each poke is
+    one step of the same wait the operator runs: a 404 right after submission
+    is tolerated for a few polls, a transient error counts as "not yet" until
+    ``max_consecutive_errors`` in a row, and in reschedule mode those counts
+    live in the task instance's ``task_state_store`` (Airflow 3.3+), so they
+    survive between pokes.
 
     :param flux_task_id: the API's task id (templated).
     :param flux_conn_id: the Airflow connection (type ``flux``).
@@ -56,27 +66,47 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_consecutive_errors = max_consecutive_errors
-        self._errors_in_a_row = 0
+        self._wait: TaskWait | None = None
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         """Defer (deferrable) or run the poke loop."""
         self.check_connection()
         if self.deferrable:
-            return self.wait_and_finish(context, self.flux_task_id)
+            return self.wait_for_result(context, self.flux_task_id)
         return super().execute(context)
 
-    def poke(self, context: Any) -> bool | PokeReturnValue:
+    def poke(self, context: Context) -> bool | PokeReturnValue:
         """One poll: done with the result when the task ended; raises if it failed."""
+        wait = self._restore_wait(context)
+        outcome: Outcome
         try:
-            info = self.hook.get_task(self.flux_task_id)
+            outcome = self.hook.client.get_task(self.flux_task_id, retry=False)
         except FluxError as error:
-            self._errors_in_a_row += 1
-            if not error.retryable or self._errors_in_a_row > self.max_consecutive_errors:
-                fail(error, self.log)
-            self.log.warning("Poll failed (%s); %d in a row", error, self._errors_in_a_row)
+            outcome = error
+        try:
+            ended = wait.observe(outcome)
+        except FluxError as error:
+            fail(error, self.log)
+        finally:
+            self._save_wait(context, wait)
+        if ended is None:
+            log_progress(self.log, wait, outcome)
             return False
-        self._errors_in_a_row = 0
-        if not info.state.is_terminal:
-            self.log.info("Flux task %s is %s", self.flux_task_id, info.raw_state)
-            return False
-        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, info))
+        return PokeReturnValue(is_done=True, xcom_value=self.deliver(context, ended))
+
+    def _restore_wait(self, context: Context) -> TaskWait:
+        """This try's wait: kept in memory between pokes, restored from the store after a
+        reschedule (a new process per poke)."""
+        if self._wait is None:
+            self._wait = TaskWait(
+                self.flux_task_id, max_consecutive_errors=self.max_consecutive_errors
+            )
+            store = context.get("task_state_store")
+            if store is not None and self.reschedule:
+                self._wait.restore(store.get(WAIT_STATE_KEY))
+        return self._wait
+
+    def _save_wait(self, context: Context, wait: TaskWait) -> None:
+        store = context.get("task_state_store")
+        if store is not None and self.reschedule:
+            store.set(WAIT_STATE_KEY, wait.to_record())

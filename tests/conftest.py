@@ -7,7 +7,6 @@ Airflow import in the session sees the same home, DAGs folder and settings.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from flux_provider.testing import FakeFluxServer
+from flux_provider.testing import FakeFluxProcess, FakeFluxServer
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
@@ -85,19 +84,6 @@ def fake_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFluxServer]:
 @pytest.fixture
 def fake_api_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The fake API in a process of its own (no GIL shared with the code under test)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flux_provider.testing", "--api-key", API_KEY, "--duration", "0.5"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        base_url = line.rsplit(" ", 1)[-1].strip()
-        assert base_url.startswith("http://127.0.0.1:"), line
-        connection = {"conn_type": "flux", "host": base_url, "password": API_KEY}
-        monkeypatch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", json.dumps(connection))
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with FakeFluxProcess(api_key=API_KEY, duration=0.5) as fake:
+        monkeypatch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
+        yield fake.base_url

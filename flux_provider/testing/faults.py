@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from .wire import Reply, error_reply
+from .wire import Endpoint, MessageKey, Reply, error_reply
 
-__all__ = ["MALFORMED_BODY", "Endpoint", "Fault", "FaultEndpoint", "FaultQueue"]
+__all__ = ["FAULT_ENDPOINTS", "MALFORMED_BODY", "Fault", "FaultEndpoint", "FaultQueue"]
 
-Endpoint = Literal["create", "poll", "image"]
-"""The routes of the fake API that faults can target."""
+FaultEndpoint = Literal["create", "poll", "balance", "estimate", "image", "any"]
+"""A fault's target: one route (``poll`` is ``TaskInfo``), or ``"any"`` for all of them."""
 
-FaultEndpoint = Literal["create", "poll", "image", "any"]
-"""A fault's target: one route, or ``"any"`` for all three."""
+FAULT_ENDPOINTS: tuple[FaultEndpoint, ...] = get_args(FaultEndpoint)
+"""Allowed values of :attr:`Fault.endpoint`."""
 
 MALFORMED_BODY = b'{"code": 200, "data": '
 """Body sent by a ``malformed`` fault: the truncated start of a JSON document."""
@@ -27,11 +27,13 @@ class Fault:
     authentication: a faulted request gets the fault's answer whatever key it carries.
 
     Attributes:
-        endpoint: Route the fault targets; ``"any"`` matches create, poll and image requests.
+        endpoint: Route the fault targets: ``"create"``, ``"poll"`` (``TaskInfo``),
+            ``"balance"``, ``"estimate"``, ``"image"`` (result files), or ``"any"`` for all.
         status: Answer with this HTTP status and the same body ``code`` (e.g. 429, 455, 500).
         body_code: Body ``code`` when it differs from the HTTP status; with ``status`` unset
             the HTTP status is 200 (e.g. HTTP 200 carrying ``{"code": 500}``).
-        message: Body ``msg`` of the error answer.
+        message: Text of the error envelope (its ``message``, or ``msg`` with that
+            ``message_key``).
         retry_after: Seconds sent in a ``Retry-After`` header (needs ``status`` or
             ``body_code``). Whole values are sent as integers, others as decimal text.
         delay: Seconds to sleep before answering (or before dropping). A fault with only a
@@ -54,7 +56,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         """Reject contradictory or empty faults."""
-        if self.endpoint not in ("create", "poll", "image", "any"):
+        if self.endpoint not in FAULT_ENDPOINTS:
             raise ValueError(f"unknown fault endpoint {self.endpoint!r}")
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status (100-599), got {self.status}")
@@ -78,7 +80,7 @@ class Fault:
         """Whether the fault targets requests to ``endpoint``."""
         return self.endpoint in ("any", endpoint)
 
-    def reply(self) -> Reply | None:
+    def reply(self, message_key: MessageKey = "message") -> Reply | None:
         """The answer replacing the normal one, or ``None`` (drop, or delay-only fault)."""
         if self.malformed:
             return Reply(status=200, body=MALFORMED_BODY)
@@ -88,7 +90,9 @@ class Fault:
         headers: tuple[tuple[str, str], ...] = ()
         if self.retry_after is not None:
             headers = (("Retry-After", _format_retry_after(self.retry_after)),)
-        return error_reply(status, self.message, code=self.body_code, headers=headers)
+        return error_reply(
+            status, self.message, code=self.body_code, headers=headers, message_key=message_key
+        )
 
 
 def _format_retry_after(seconds: float) -> str:

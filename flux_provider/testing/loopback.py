@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flux_provider.client import is_loopback_host
+from flux_provider.config import is_loopback_host
 
 __all__ = ["is_loopback_host", "is_loopback_http_url"]
 

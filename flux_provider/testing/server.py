@@ -1,67 +1,61 @@
-"""The fake task API: :class:`FakeFluxServer` and its stdlib HTTP request handler."""
+"""The fake task API: :class:`FakeFluxServer`."""
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import math
 import re
-import socket
-import sys
 import threading
 import time
-import urllib.request
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
 from types import MappingProxyType, TracebackType
-from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from .faults import Endpoint, Fault, FaultQueue
+from .account import (
+    DEFAULT_BALANCE,
+    DEFAULT_CREDITS_PER_IMAGE,
+    Account,
+    InsufficientCreditsError,
+)
+from .callbacks import Callback, post_callback
+from .faults import Fault, FaultQueue
+from .httpd import IncomingRequest, LoopbackHTTPServer, make_http_server
 from .loopback import is_loopback_http_url
 from .png import render_image
+from .shapes import FailureShape, FakeTaskStatus, ResultShape, WireStyle
 from .stats import REDACTED, FakeStats, RecordedRequest
-from .tasks import SUCCESS, Ending, FakeTask, TaskRecord, TaskState
+from .tasks import SUCCESS, Ending, FakeTask, TaskRecord
 from .wire import (
-    CREATE_PATH,
+    MESSAGE_KEYS,
     MODEL,
-    POLL_PATH,
-    InvalidRequestError,
+    Endpoint,
+    MessageKey,
+    RejectedRequestError,
     Reply,
     error_reply,
     ok_reply,
     parse_create_body,
+    route,
     validated_input,
 )
 
 __all__ = ["FakeFluxServer"]
 
-_MAX_BODY_BYTES = 16 * 1024 * 1024
 _SERVE_POLL_INTERVAL = 0.01  # bounds how long stop() waits for serve_forever to notice
 _JOIN_TIMEOUT = 5.0
-_CALLBACK_TIMEOUT = 5.0
 # The callback timer fires this long after the task's duration so the clock has surely passed it.
 _CALLBACK_MARGIN = 0.01
-_IMAGE_PATH = re.compile(r"^/files/(?P<task_id>[^/]+)/(?P<index>\d+)\.(?P<ext>[A-Za-z0-9]+)$")
-# Callbacks only go to loopback addresses, so never route them through an environment proxy.
-_CALLBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _route(method: str, path: str) -> tuple[Endpoint | None, re.Match[str] | None]:
-    if method == "POST" and path == CREATE_PATH:
-        return "create", None
-    if method == "GET" and path == POLL_PATH:
-        return "poll", None
-    if method == "GET":
-        match = _IMAGE_PATH.match(path)
-        if match is not None:
-            return "image", match
-    return None, None
+_COUNTERS: dict[Endpoint, str] = {
+    "create": "create_requests",
+    "poll": "poll_requests",
+    "balance": "balance_requests",
+    "estimate": "estimate_requests",
+    "image": "image_requests",
+}
 
 
 def _redacted(headers: Message, auth_header: str) -> dict[str, str]:
@@ -72,167 +66,15 @@ def _redacted(headers: Message, auth_header: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class _Callback:
-    url: str
-    data: dict[str, object]
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Handlers may sleep in a delay fault or idle on keep-alive; stop() must not wait for them.
-    block_on_close = False
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], fake: FakeFluxServer) -> None:
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, a DNS query the fake doesn't need.
-        TCPServer.server_bind(self)
-        host, port = self.socket.getsockname()[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        if isinstance(request, socket.socket):
-            with self._connections_lock:
-                self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
-        if isinstance(request, socket.socket):
-            with self._connections_lock:
-                self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down open keep-alive connections so their handler threads end."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        # Clients vanishing mid-answer (or stop() closing their socket) is not the fake's error.
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _HTTPServerV6(_HTTPServer):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeFluxAPI/1.0"
-    # Buffer each answer so headers and body leave in one write (http.server flushes after
-    # every request), and disable Nagle so no answer waits on the client's delayed ACK.
-    wbufsize = -1
-    disable_nagle_algorithm = True
-
-    @property
-    def _fake(self) -> FakeFluxServer:
-        return cast(_HTTPServer, self.server).fake
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self._fake.verbose:
-            super().log_message(format, *args)
-
-    def _read_body(self) -> bytes | None:
-        """The request body, or ``None`` after answering a body we cannot read."""
-        if self.headers.get("Transfer-Encoding", "identity").lower() != "identity":
-            self._send(error_reply(411, "send the body with a Content-Length", close=True))
-            return None
-        declared = self.headers.get("Content-Length")
-        if declared is None:
-            return b""
-        try:
-            length = int(declared)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send(error_reply(400, "invalid Content-Length", close=True))
-            return None
-        if length > _MAX_BODY_BYTES:
-            self._send(error_reply(413, "request body too large", close=True))
-            return None
-        return self.rfile.read(length)
-
-    def _serve(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
-        fake = self._fake
-        url = urlsplit(self.path)
-        endpoint, image = _route(self.command, url.path)
-        query = dict(parse_qsl(url.query, keep_blank_values=True))
-        request = RecordedRequest(
-            method=self.command,
-            path=url.path,
-            query=query,
-            headers=_redacted(self.headers, fake.auth_header),
-            body=body,
-            received_at=time.monotonic(),
-            client_port=int(self.client_address[1]),
-        )
-        fault = fake._receive(endpoint, request)
-        if fault is not None:
-            if fault.delay > 0:
-                time.sleep(fault.delay)
-            if fault.drop:
-                self.close_connection = True
-                return
-            reply = fault.reply()
-            if reply is not None:
-                self._send(reply)
-                return
-        self._send(fake._answer(endpoint, image, query, self.headers.get(fake.auth_header), body))
-
-    def _send(self, reply: Reply) -> None:
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        if reply.close:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-
 class FakeFluxServer:
-    """An in-process fake of the FLUX task API, served over real HTTP on loopback.
+    """An in-process fake of the FLUX.2 [max] task API, served over real HTTP on loopback.
 
-    It speaks the real wire format (``createTask``, ``recordInfo``, result files, callbacks)
-    so code under test can use its ordinary HTTP client against :attr:`base_url`. Tasks walk
-    ``waiting`` -> ``queuing`` -> ``generating`` -> ``success`` over ``duration`` seconds of
-    ``clock`` time, computed on demand. Faults (:class:`Fault`), scripted failures and
-    direct control (:meth:`complete`, :meth:`fail`, :meth:`submit`) cover error paths.
+    It speaks the service's wire format (``CreateTask``, ``TaskInfo``, account balance,
+    credit estimate, result files, callbacks) so code under test can use its ordinary HTTP
+    client against :attr:`base_url`. Tasks are ``pending`` for the first third of
+    ``duration`` seconds of ``clock`` time, then ``running``, then ``success`` (or ``failed``),
+    computed on demand. Faults (:class:`Fault`), scripted failures and direct control
+    (:meth:`complete`, :meth:`fail`, :meth:`submit`) cover error paths.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
 
@@ -242,12 +84,16 @@ class FakeFluxServer:
 
     Behaviour worth knowing:
 
+    * Every answer is a ``{"code", "message", "data"}`` envelope (result files aside).
     * Faults apply before the API key is checked, like a gateway's 429 would.
-    * Result files (``/files/<taskId>/0.png``) need no key, like the real CDN links.
-    * A loopback ``callBackUrl`` receives the ``recordInfo`` ``data`` object once, when the
-      task ends: on time with the default clock, or, with an injected clock, as soon as the
-      server next looks at the task (a poll, :meth:`state_of`, :attr:`tasks`). Other callback
-      URLs are recorded but never called.
+    * A wrong or missing key gets 401; after :meth:`disable_key` the right key gets 403.
+    * Result files (``/files/<task_id>/0.png``) need no key, like the real CDN links.
+    * Creating a task charges its cost to :attr:`balance` (402 and no task when the balance
+      cannot pay); a task that fails is refunded when it ends.
+    * A loopback ``callback_url`` receives the ``TaskInfo`` ``data`` object (or the whole
+      envelope, with ``callback_envelope``) once, when the task ends: on time with the default
+      clock, or, with an injected clock, as soon as the server next looks at the task (a poll,
+      :meth:`state_of`, :attr:`tasks`). Other callback URLs are recorded but never called.
 
     All methods are thread-safe.
     """
@@ -262,11 +108,19 @@ class FakeFluxServer:
         auth_header: str = "x-api-key",
         clock: Callable[[], float] = time.monotonic,
         verbose: bool = False,
+        message_key: MessageKey = "message",
+        status_words: Mapping[FakeTaskStatus, str] | None = None,
+        result_shape: ResultShape = "media_urls",
+        failure_shape: FailureShape = "result",
+        credits_per_image: float = DEFAULT_CREDITS_PER_IMAGE,
+        balance: float = DEFAULT_BALANCE,
+        estimate_endpoint: bool = True,
+        callback_envelope: bool = False,
     ) -> None:
         """Configure the server; nothing is bound until :meth:`start`.
 
         Args:
-            api_key: Key the create and poll endpoints require.
+            api_key: Key every endpoint but the result files requires.
             host: Address to listen on. Any address is accepted here; only the command line
                 refuses non-loopback hosts.
             port: Port to listen on; ``0`` picks a free one (see :attr:`port`).
@@ -274,27 +128,52 @@ class FakeFluxServer:
             auth_header: ``"x-api-key"`` expects the raw key in that header;
                 ``"Authorization"`` expects ``Bearer <key>``. Any other name expects the raw
                 key in that header.
-            clock: Monotonic time source for task states, injectable for tests.
+            clock: Monotonic time source for task statuses, injectable for tests.
             verbose: Log every request to stderr like ``http.server`` does.
+            message_key: Name of the envelope's text field: ``"message"`` (documented) or
+                ``"msg"``.
+            status_words: Word to send for each canonical status (``pending``, ``running``,
+                ``success``, ``failed``), e.g. ``{"success": "SUCCEEDED"}``; unmapped
+                statuses are sent as themselves.
+            result_shape: Where a successful task puts its image URL; one of
+                :data:`~flux_provider.testing.RESULT_SHAPES`.
+            failure_shape: Where a failed task puts its code and reason; one of
+                :data:`~flux_provider.testing.FAILURE_SHAPES`.
+            credits_per_image: Cost of a task (doubled when ``input.resolution`` is ``2K``).
+            balance: Credits the account starts with.
+            estimate_endpoint: Serve ``estimate-credits``; ``False`` makes it an unknown
+                route (404), like a service without it.
+            callback_envelope: POST callbacks as the whole ``{"code", "message", "data"}``
+                envelope instead of the bare ``data`` object.
+
+        Raises:
+            ValueError: If an option has a value outside the ones listed.
         """
+        if message_key not in MESSAGE_KEYS:
+            raise ValueError(f"message_key must be one of {MESSAGE_KEYS}, got {message_key!r}")
         self._api_key = api_key
         self._host = host
         self._requested_port = port
-        self._duration = _checked_duration(duration)
+        self._duration = _checked_seconds("duration", duration)
         self._auth_header = auth_header
         self._bearer = auth_header.lower() == "authorization"
         self._clock = clock
         self.verbose = verbose
         """Whether each request is logged to stderr."""
+        self._message_key: MessageKey = message_key
+        self._style = WireStyle(status_words or {}, result_shape, failure_shape)
+        self._account = Account(balance=balance, credits_per_image=credits_per_image)
+        self._estimate_endpoint = estimate_endpoint
+        self._callback_envelope = callback_envelope
+        self._key_disabled = False
 
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskRecord] = {}
         self._faults = FaultQueue()
         self._planned_failures: deque[Ending] = deque()
         self._stats = FakeStats()
-        self._task_counter = 0
         self._timers: set[threading.Timer] = set()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
         self._port: int | None = None
@@ -317,11 +196,15 @@ class FakeFluxServer:
                 raise RuntimeError("a stopped FakeFluxServer cannot be restarted")
             if self._httpd is not None:
                 return self
-            ipv6 = ":" in self._host
-            server_class = _HTTPServerV6 if ipv6 else _HTTPServer
-            httpd = server_class((self._host, self._requested_port), self)
+            httpd = make_http_server(
+                self._host,
+                self._requested_port,
+                self._respond,
+                message_key=self._message_key,
+                verbose=lambda: self.verbose,
+            )
             self._port = int(httpd.server_port)
-            url_host = f"[{self._host}]" if ipv6 else self._host
+            url_host = f"[{self._host}]" if ":" in self._host else self._host
             self._base_url = f"http://{url_host}:{self._port}"
             self._httpd = httpd
             self._thread = threading.Thread(
@@ -392,7 +275,7 @@ class FakeFluxServer:
 
     @property
     def api_key(self) -> str:
-        """The key the create and poll endpoints require."""
+        """The key the API endpoints require."""
         return self._api_key
 
     @property
@@ -408,13 +291,83 @@ class FakeFluxServer:
 
     @duration.setter
     def duration(self, seconds: float) -> None:
-        checked = _checked_duration(seconds)
+        checked = _checked_seconds("duration", seconds)
         with self._lock:
             self._duration = checked
 
+    @property
+    def balance(self) -> float:
+        """Credits left: the starting balance minus tasks charged plus failures refunded."""
+        with self._lock:
+            return self._account.balance(self._clock())
+
+    @balance.setter
+    def balance(self, credits: float) -> None:
+        with self._lock:
+            self._account.set_balance(credits, self._clock())
+
+    @property
+    def credits_per_image(self) -> float:
+        """What a 1K task costs (a 2K one costs double)."""
+        return self._account.credits_per_image
+
+    @property
+    def status_words(self) -> Mapping[FakeTaskStatus, str]:
+        """Word sent for each canonical status that is not sent as itself."""
+        with self._lock:
+            return self._style.status_words
+
+    @status_words.setter
+    def status_words(self, words: Mapping[FakeTaskStatus, str]) -> None:
+        with self._lock:
+            self._style = replace(self._style, status_words=words)
+
+    @property
+    def result_shape(self) -> ResultShape:
+        """Where success puts the image URL; changing it affects every later answer."""
+        with self._lock:
+            return self._style.result_shape
+
+    @result_shape.setter
+    def result_shape(self, shape: ResultShape) -> None:
+        with self._lock:
+            self._style = replace(self._style, result_shape=shape)
+
+    @property
+    def failure_shape(self) -> FailureShape:
+        """Where failure puts its code and reason; changing it affects every later answer."""
+        with self._lock:
+            return self._style.failure_shape
+
+    @failure_shape.setter
+    def failure_shape(self, shape: FailureShape) -> None:
+        with self._lock:
+            self._style = replace(self._style, failure_shape=shape)
+
+    def disable_key(self) -> None:
+        """Answer every authenticated request carrying the right key with 403 "API key disabled"."""
+        with self._lock:
+            self._key_disabled = True
+
+    def enable_key(self) -> None:
+        """Undo :meth:`disable_key`."""
+        with self._lock:
+            self._key_disabled = False
+
     def airflow_connection_json(self) -> str:
-        """JSON for an ``AIRFLOW_CONN_<ID>`` environment variable pointing at this server."""
-        return json.dumps({"conn_type": "flux", "host": self.base_url, "password": self._api_key})
+        """JSON for an ``AIRFLOW_CONN_<ID>`` environment variable pointing at this server.
+
+        The ``header_name`` extra is added when the server expects a header other than
+        ``x-api-key``.
+        """
+        connection: dict[str, object] = {
+            "conn_type": "flux",
+            "host": self.base_url,
+            "password": self._api_key,
+        }
+        if self._auth_header.lower() != "x-api-key":
+            connection["extra"] = {"header_name": self._auth_header}
+        return json.dumps(connection)
 
     # -- scripting -----------------------------------------------------------------------
 
@@ -429,16 +382,17 @@ class FakeFluxServer:
             self._faults.clear()
 
     def fail_next_tasks(
-        self, count: int = 1, *, fail_code: str = "500", fail_msg: str = "generation failed"
+        self, count: int = 1, *, code: int = 501, message: str = "generation failed"
     ) -> None:
-        """Make the next ``count`` created tasks end in ``fail`` instead of ``success``.
+        """Make the next ``count`` created tasks end ``failed`` with ``code`` and ``message``.
 
         Applies to tasks created through the API and through :meth:`submit`, in creation
-        order. The tasks still walk through the running states for ``duration`` seconds.
+        order. The tasks still walk through ``pending`` and ``running`` for ``duration``
+        seconds.
         """
         if count < 0:
             raise ValueError(f"count must not be negative, got {count}")
-        ending = Ending("fail", fail_code, fail_msg)
+        ending = Ending("failed", code, message)
         with self._lock:
             self._planned_failures.extend([ending] * count)
 
@@ -452,15 +406,15 @@ class FakeFluxServer:
         self._end(flux_task_id, SUCCESS)
 
     def fail(
-        self, flux_task_id: str, *, fail_code: str = "500", fail_msg: str = "generation failed"
+        self, flux_task_id: str, *, code: int = 501, message: str = "generation failed"
     ) -> None:
-        """Make a running task fail now with ``fail_code`` and ``fail_msg``.
+        """Make a running task fail now with ``code`` and ``message``.
 
         Raises:
             KeyError: If the task is unknown.
             ValueError: If the task already succeeded (failing a failed task does nothing).
         """
-        self._end(flux_task_id, Ending("fail", fail_code, fail_msg))
+        self._end(flux_task_id, Ending("failed", code, message))
 
     def submit(
         self,
@@ -469,28 +423,24 @@ class FakeFluxServer:
         model: str = MODEL,
         callback_url: str | None = None,
     ) -> str:
-        """Create a task directly, without an HTTP request, and return its ``taskId``.
+        """Create a task directly, without an HTTP request, and return its ``task_id``.
 
         For tests of code that waits on a task submitted elsewhere. The task behaves like
-        one created through ``createTask`` but is not counted in :attr:`stats`. The server
-        need not be started.
+        one created through ``CreateTask`` but is neither counted in :attr:`stats` nor
+        charged to :attr:`balance`. The server need not be started.
 
         Raises:
-            ValueError: If ``input`` has no non-empty ``prompt`` or is not JSON-serializable.
+            ValueError: If ``input`` fails the checks ``CreateTask`` makes (a non-blank
+                ``prompt``, well-formed ``img_urls``) or is not JSON-serializable.
         """
         checked = validated_input(input)
-        body: dict[str, object] = {"model": model, "input": checked}
-        if callback_url is not None:
-            body["callBackUrl"] = callback_url
-        return self._create(
-            model=model, input=checked, body=body, callback_url=callback_url, via_api=False
-        )
+        return self._create(model=model, input=checked, callback_url=callback_url, via_api=False)
 
     # -- inspection ----------------------------------------------------------------------
 
     @property
     def tasks(self) -> Mapping[str, FakeTask]:
-        """Read-only snapshot of every task, keyed by ``taskId``, in creation order."""
+        """Read-only snapshot of every task, keyed by ``task_id``, in creation order."""
         with self._lock:
             now = self._clock()
             snapshot = {task_id: record.snapshot(now) for task_id, record in self._tasks.items()}
@@ -498,8 +448,8 @@ class FakeFluxServer:
         self._dispatch(due)
         return MappingProxyType(snapshot)
 
-    def state_of(self, flux_task_id: str) -> TaskState:
-        """The task's current state.
+    def state_of(self, flux_task_id: str) -> FakeTaskStatus:
+        """The task's current canonical status (whatever ``status_words`` sends for it).
 
         Raises:
             KeyError: If the task is unknown.
@@ -507,10 +457,10 @@ class FakeFluxServer:
         with self._lock:
             record = self._record(flux_task_id)
             now = self._clock()
-            state = record.state(now)
+            status = record.status(now)
             due = self._settle(record, now)
         self._dispatch([due])
-        return state
+        return status
 
     @property
     def stats(self) -> FakeStats:
@@ -523,7 +473,7 @@ class FakeFluxServer:
         with self._lock:
             self._stats = FakeStats()
 
-    # -- internals shared with the request handler ---------------------------------------
+    # -- tasks and credits (call with the lock held unless said otherwise) ----------------
 
     def _record(self, flux_task_id: str) -> TaskRecord:
         try:
@@ -531,34 +481,43 @@ class FakeFluxServer:
         except KeyError:
             raise KeyError(f"unknown task id {flux_task_id!r}") from None
 
+    def _new_task_id(self) -> str:
+        while True:
+            task_id = f"task_{uuid.uuid4().hex}"
+            if task_id not in self._tasks:
+                return task_id
+
     def _create(
-        self,
-        *,
-        model: str,
-        input: dict[str, object],
-        body: dict[str, object],
-        callback_url: str | None,
-        via_api: bool,
+        self, *, model: str, input: dict[str, object], callback_url: str | None, via_api: bool
     ) -> str:
+        """Create a task (taking the lock); an API-created one is charged.
+
+        Raises:
+            InsufficientCreditsError: If ``via_api`` and the balance cannot pay (no task).
+        """
         with self._lock:
-            self._task_counter += 1
-            wall = time.time()
-            task_id = f"task_flux-2_{int(wall * 1000):013d}{self._task_counter}"
+            now = self._clock()
+            cost = self._account.cost(input)
+            if via_api:
+                self._account.charge(cost, now)
+                self._stats.tasks_created += 1
+            task_id = self._new_task_id()
             ending = self._planned_failures.popleft() if self._planned_failures else SUCCESS
             record = TaskRecord(
                 flux_task_id=task_id,
-                body=body,
                 model=model,
                 input=input,
                 callback_url=callback_url,
                 duration=self._duration,
-                started=self._clock(),
-                created_at=wall,
+                started=now,
+                created_at=time.time(),
                 ending=ending,
+                cost=cost,
+                charged=via_api,
             )
             self._tasks[task_id] = record
-            if via_api:
-                self._stats.tasks_created += 1
+            if record.charged and record.may_fail:
+                self._account.refund_if_failed(record)
             if callback_url is not None and is_loopback_http_url(callback_url):
                 record.callback_due = True
                 # With the default clock this sends the callback on time even if nobody polls;
@@ -569,19 +528,71 @@ class FakeFluxServer:
         return task_id
 
     def _end(self, flux_task_id: str, ending: Ending) -> None:
+        """End a running task now (taking the lock)."""
         with self._lock:
             record = self._record(flux_task_id)
             now = self._clock()
             ended = record.terminal(now)
             if ended is not None:
-                if ended.ending.state != ending.state:
+                if ended.ending.status != ending.status:
                     raise ValueError(
-                        f"task {flux_task_id!r} already ended in state {ended.ending.state!r}"
+                        f"task {flux_task_id!r} already ended with status {ended.ending.status!r}"
                     )
                 return
             record.force(ending, now=now, wall=time.time())
+            if record.charged and ending.status == "failed":
+                self._account.refund_if_failed(record)
+            self._account.settle(now)
             due = self._settle(record, now)
         self._dispatch([due])
+
+    # -- requests (called from handler threads, without the lock) -------------------------
+
+    def _respond(self, incoming: IncomingRequest) -> Reply | None:
+        """The answer to one request; ``None`` drops the connection."""
+        url = urlsplit(incoming.target)
+        endpoint, image = route(incoming.method, url.path)
+        if endpoint == "estimate" and not self._estimate_endpoint:
+            endpoint = None
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        request = RecordedRequest(
+            method=incoming.method,
+            path=url.path,
+            query=query,
+            headers=_redacted(incoming.headers, self._auth_header),
+            body=incoming.body,
+            received_at=time.monotonic(),
+            client_port=incoming.client_port,
+        )
+        fault = self._receive(endpoint, request)
+        if fault is not None:
+            if fault.delay > 0:
+                time.sleep(fault.delay)
+            if fault.drop:
+                return None
+            reply = fault.reply(self._message_key)
+            if reply is not None:
+                return reply
+        if endpoint is None:
+            return self._error(404, "not found")
+        if endpoint == "image":
+            return self._image(image)
+        refusal = self._refusal(incoming.headers.get(self._auth_header))
+        if refusal is not None:
+            return refusal
+        if endpoint == "create":
+            return self._create_via_api(incoming.body)
+        if endpoint == "poll":
+            return self._task_info(query.get("task_id", ""))
+        if endpoint == "balance":
+            return self._ok({"balance": self.balance})
+        return self._estimate(incoming.body)
+
+    def _ok(self, data: object) -> Reply:
+        return ok_reply(data, message_key=self._message_key)
+
+    def _error(self, status: int, message: str) -> Reply:
+        return error_reply(status, message, message_key=self._message_key)
 
     def _receive(self, endpoint: Endpoint | None, request: RecordedRequest) -> Fault | None:
         """Log a request and take the fault that applies to it, if any."""
@@ -589,34 +600,19 @@ class FakeFluxServer:
             self._stats.requests.append(request)
             if endpoint is None:
                 return None
-            if endpoint == "create":
-                self._stats.create_requests += 1
-            elif endpoint == "poll":
-                self._stats.poll_requests += 1
-            else:
-                self._stats.image_requests += 1
+            counter = _COUNTERS[endpoint]
+            setattr(self._stats, counter, getattr(self._stats, counter) + 1)
             return self._faults.take(endpoint)
 
-    def _answer(
-        self,
-        endpoint: Endpoint | None,
-        image: re.Match[str] | None,
-        query: Mapping[str, str],
-        credential: str | None,
-        body: bytes,
-    ) -> Reply:
-        """The normal (unfaulted) answer to a request."""
-        if endpoint is None:
-            return error_reply(404, "not found")
-        if endpoint == "image":
-            return self._image(image)
+    def _refusal(self, credential: str | None) -> Reply | None:
+        """The 401/403 answer for ``credential``, or ``None`` when it may pass."""
         if not self._authorized(credential):
             if self._bearer:
-                return error_reply(401, "invalid or missing API key (send 'Bearer <key>')")
-            return error_reply(401, f"invalid or missing API key in the {self._auth_header} header")
-        if endpoint == "create":
-            return self._create_via_api(body)
-        return self._poll(query.get("taskId", ""))
+                return self._error(401, "invalid or missing API key (send 'Bearer <key>')")
+            return self._error(401, f"invalid or missing API key in the {self._auth_header} header")
+        with self._lock:
+            disabled = self._key_disabled
+        return self._error(403, "API key disabled") if disabled else None
 
     def _authorized(self, credential: str | None) -> bool:
         if credential is None:
@@ -629,44 +625,52 @@ class FakeFluxServer:
     def _create_via_api(self, body: bytes) -> Reply:
         try:
             request = parse_create_body(body)
-        except InvalidRequestError as exc:
-            return error_reply(422, str(exc))
-        task_id = self._create(
-            model=request.model,
-            input=request.input,
-            body=request.body,
-            callback_url=request.callback_url,
-            via_api=True,
-        )
-        return ok_reply({"taskId": task_id})
+            task_id = self._create(
+                model=request.model,
+                input=request.input,
+                callback_url=request.callback_url,
+                via_api=True,
+            )
+        except RejectedRequestError as exc:
+            return self._error(422, str(exc))
+        except InsufficientCreditsError:
+            return self._error(402, "insufficient credits")
+        return self._ok({"task_id": task_id})
 
-    def _poll(self, task_id: str) -> Reply:
+    def _estimate(self, body: bytes) -> Reply:
+        try:
+            request = parse_create_body(body)
+        except RejectedRequestError as exc:
+            return self._error(422, str(exc))
+        return self._ok({"credits": self._account.cost(request.input), "estimated": False})
+
+    def _task_info(self, task_id: str) -> Reply:
         if not task_id:
-            return error_reply(422, "query parameter 'taskId' is required")
+            return self._error(422, "query parameter 'task_id' is required")
         with self._lock:
             record = self._tasks.get(task_id)
             if record is None:
-                return error_reply(404, "task not found")
+                return self._error(404, "task not found")
             now = self._clock()
-            data = record.record_info(now, self._base_url or "")
+            data = record.task_info(now, self._base_url or "", self._style)
             due = self._settle(record, now)
         self._dispatch([due])
-        return ok_reply(data)
+        return self._ok(data)
 
     def _image(self, match: re.Match[str] | None) -> Reply:
         if match is None:
-            return error_reply(404, "file not found")
+            return self._error(404, "file not found")
         with self._lock:
             record = self._tasks.get(match["task_id"])
             if record is None:
-                return error_reply(404, "file not found")
+                return self._error(404, "file not found")
             now = self._clock()
-            succeeded = record.state(now) == "success"
+            succeeded = record.status(now) == "success"
             task_input = record.input
             due = self._settle(record, now)
         self._dispatch([due])
         if not succeeded or int(match["index"]) != 0 or match["ext"].lower() != "png":
-            return error_reply(404, "file not found")
+            return self._error(404, "file not found")
         prompt = task_input.get("prompt")
         image = render_image(
             prompt if isinstance(prompt, str) else "",
@@ -677,8 +681,8 @@ class FakeFluxServer:
 
     # -- callbacks -----------------------------------------------------------------------
 
-    def _settle(self, record: TaskRecord, now: float) -> _Callback | None:
-        """The callback a just-observed terminal task still owes, marking it sent.
+    def _settle(self, record: TaskRecord, now: float) -> Callback | None:
+        """The callback a just-observed ended task still owes, marking it sent.
 
         Call with the lock held; pass the result to :meth:`_dispatch` after releasing it.
         """
@@ -687,7 +691,11 @@ class FakeFluxServer:
         if record.terminal(now) is None:
             return None
         record.callback_due = False
-        return _Callback(record.callback_url, record.record_info(now, self._base_url or ""))
+        data = record.task_info(now, self._base_url or "", self._style)
+        payload = data
+        if self._callback_envelope:
+            payload = {"code": 200, self._message_key: "success", "data": data}
+        return Callback(record.callback_url, payload)
 
     def _start_timer(self, delay: float, function: Callable[..., None], *args: object) -> None:
         """Run ``function(*args)`` in a daemon timer that :meth:`stop` cancels (lock held)."""
@@ -699,41 +707,30 @@ class FakeFluxServer:
         self._timers.add(timer)
         timer.start()
 
-    def _dispatch(self, due: Iterable[_Callback | None]) -> None:
+    def _dispatch(self, due: Iterable[Callback | None]) -> None:
         callbacks = [callback for callback in due if callback is not None]
         if not callbacks:
             return
         with self._lock:
             for callback in callbacks:
-                self._start_timer(0.0, self._post_callback, callback)
+                self._start_timer(0.0, self._send_callback, callback)
 
     def _callback_timer_fired(self, flux_task_id: str) -> None:
         with self._lock:
             record = self._tasks.get(flux_task_id)
             due = self._settle(record, self._clock()) if record is not None else None
         if due is not None:
-            self._post_callback(due)
+            self._send_callback(due)
 
-    def _post_callback(self, callback: _Callback) -> None:
+    def _send_callback(self, callback: Callback) -> None:
         with self._lock:
             if self._stopped:
                 return
             self._stats.callbacks_sent += 1
-        request = urllib.request.Request(  # noqa: S310 - only loopback http URLs get here
-            callback.url,
-            data=json.dumps(callback.data).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        # The receiver's failures are the code under test's business, not the fake's.
-        with (
-            contextlib.suppress(OSError, ValueError, http.client.HTTPException),
-            _CALLBACK_OPENER.open(request, timeout=_CALLBACK_TIMEOUT) as response,
-        ):
-            response.read()
+        post_callback(callback)
 
 
-def _checked_duration(seconds: float) -> float:
+def _checked_seconds(name: str, seconds: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration must be a finite number of seconds >= 0, got {seconds}")
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds}")
     return float(seconds)

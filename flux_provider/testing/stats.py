@@ -42,18 +42,35 @@ class FakeStats:
     :attr:`FakeFluxServer.stats` returns a copy, so reading it is safe while requests arrive.
 
     Attributes:
-        create_requests: Every POST to ``createTask``, including faulted and rejected ones.
-        tasks_created: Tasks created by successful ``createTask`` requests (``submit()`` is
+        create_requests: Every POST to ``CreateTask``, including faulted and rejected ones.
+        tasks_created: Tasks created by successful ``CreateTask`` requests (``submit()`` is
             not counted).
-        poll_requests: Every GET of ``recordInfo``, including faulted and rejected ones.
+        poll_requests: Every GET of ``TaskInfo``, including faulted and rejected ones.
+        balance_requests: Every GET of the account balance, including faulted and rejected ones.
+        estimate_requests: Every POST to ``estimate-credits``, including faulted and rejected
+            ones (none while the endpoint is switched off: it is then an unknown route).
         image_requests: Every GET of a result file, including faulted and missing ones.
-        callbacks_sent: Callback POSTs attempted to loopback ``callBackUrl`` addresses.
+        callbacks_sent: Callback POSTs attempted to loopback ``callback_url`` addresses.
         requests: Every request received, in arrival order, including unknown routes.
     """
 
     create_requests: int = 0
     tasks_created: int = 0
     poll_requests: int = 0
+    balance_requests: int = 0
+    estimate_requests: int = 0
     image_requests: int = 0
     callbacks_sent: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name (the request log left out), e.g. for a JSON report."""
+        return {
+            "create_requests": self.create_requests,
+            "tasks_created": self.tasks_created,
+            "poll_requests": self.poll_requests,
+            "balance_requests": self.balance_requests,
+            "estimate_requests": self.estimate_requests,
+            "image_requests": self.image_requests,
+            "callbacks_sent": self.callbacks_sent,
+        }

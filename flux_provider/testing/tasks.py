@@ -1,19 +1,19 @@
-"""Fake generation tasks: their state walk over time and their ``recordInfo`` payload."""
+"""Fake generation tasks: their status walk over time, their cost and their ``TaskInfo`` data."""
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Ending", "FakeTask", "TaskRecord", "TaskState"]
+from .shapes import FakeTaskStatus, WireStyle
+from .wire import MODEL
 
-TaskState = Literal["waiting", "queuing", "generating", "success", "fail"]
-"""Task states in the order a task walks through them (``fail`` replaces ``success``)."""
+__all__ = ["PROVIDER", "Ending", "FakeTask", "TaskRecord"]
 
-_RUNNING_STATES: tuple[TaskState, ...] = ("waiting", "queuing", "generating")
+PROVIDER = "Black Forest Labs"
+"""``data.provider`` of every task."""
 
 
 @dataclass(frozen=True)
@@ -21,68 +21,68 @@ class FakeTask:
     """Snapshot of one task held by the fake API.
 
     Attributes:
-        flux_task_id: The ``taskId`` the API returned.
+        flux_task_id: The ``task_id`` the API returned.
         model: Model named in the create request.
         input: The request's ``input`` object (a copy).
-        callback_url: The request's ``callBackUrl``, or ``None``.
-        state: State when the snapshot was taken.
+        callback_url: The request's ``callback_url``, or ``None``.
+        status: Canonical status when the snapshot was taken (whatever ``status_words`` sends).
         duration: Seconds the task takes to end on its own.
         created_at: Wall time (``time.time()``) the task was created.
-        completed_at: Wall time the task became terminal, or ``None`` while it runs. For a task
-            that ended on its own this is ``created_at + duration``; for one ended by
+        completed_at: Wall time the task ended, or ``None`` while it runs. For a task that
+            ended on its own this is ``created_at + duration``; for one ended by
             ``complete()``/``fail()`` it is the time of that call.
-        fail_code: ``failCode`` of a failed task, else ``""``.
-        fail_msg: ``failMsg`` of a failed task, else ``""``.
+        fail_code: Code of a failed task (e.g. 501), else ``None``.
+        fail_message: Reason of a failed task, else ``None``.
+        credits: ``data.credits`` as ``TaskInfo`` sends it: ``None`` while running, the cost
+            on success, 0 on failure.
     """
 
     flux_task_id: str
     model: str
     input: Mapping[str, object]
     callback_url: str | None
-    state: TaskState
+    status: FakeTaskStatus
     duration: float
     created_at: float
     completed_at: float | None
-    fail_code: str
-    fail_msg: str
+    fail_code: int | None
+    fail_message: str | None
+    credits: float | None
 
 
 @dataclass(frozen=True)
 class Ending:
-    """How a task ends: in ``success``, or in ``fail`` with a code and message."""
+    """How a task ends: in ``success``, or ``failed`` with a code and message."""
 
-    state: Literal["success", "fail"]
-    fail_code: str = ""
-    fail_msg: str = ""
+    status: Literal["success", "failed"]
+    code: int | None = None
+    message: str | None = None
 
 
 SUCCESS = Ending("success")
 
 
 @dataclass(frozen=True)
-class _Terminal:
+class Terminal:
+    """How and when a task ended."""
+
     ending: Ending
     elapsed: float  # clock seconds from creation to the end
     completed_at: float  # wall time
 
 
-def _ms(wall: float) -> int:
-    return int(wall * 1000)
-
-
 class TaskRecord:
     """Mutable server-side record of one task; the server guards it with its lock.
 
-    The state is derived from the server's clock instead of being advanced by a thread:
-    each of ``waiting``, ``queuing`` and ``generating`` lasts a third of ``duration``, then
-    the task takes its planned ending unless :meth:`force` ended it earlier.
+    The status is derived from the server's clock instead of being advanced by a thread:
+    ``pending`` for the first third of ``duration``, ``running`` for the rest, then the
+    planned ending unless :meth:`force` ended the task earlier.
     """
 
     def __init__(
         self,
         *,
         flux_task_id: str,
-        body: Mapping[str, object],
         model: str,
         input: Mapping[str, object],
         callback_url: str | None,
@@ -90,6 +90,8 @@ class TaskRecord:
         started: float,
         created_at: float,
         ending: Ending,
+        cost: float,
+        charged: bool,
     ) -> None:
         """Create a running task that started at clock time ``started``."""
         self.flux_task_id = flux_task_id
@@ -99,39 +101,44 @@ class TaskRecord:
         self.duration = duration
         self.started = started
         self.created_at = created_at
-        self.param = json.dumps(body)
+        self.cost = cost
+        self.charged = charged
         self.callback_due = False
         self._planned = ending
-        self._forced: _Terminal | None = None
+        self._forced: Terminal | None = None
+
+    @property
+    def may_fail(self) -> bool:
+        """Whether the task is planned to fail (so a refund may come due)."""
+        return self._planned.status == "failed"
 
     def _elapsed(self, now: float) -> float:
         # An injected clock may go backwards; never report a negative age.
         return max(0.0, now - self.started)
 
-    def terminal(self, now: float) -> _Terminal | None:
+    def terminal(self, now: float) -> Terminal | None:
         """How and when the task ended, or ``None`` if it is still running at ``now``."""
         if self._forced is not None:
             return self._forced
         if self._elapsed(now) >= self.duration:
-            return _Terminal(self._planned, self.duration, self.created_at + self.duration)
+            return Terminal(self._planned, self.duration, self.created_at + self.duration)
         return None
 
-    def state(self, now: float) -> TaskState:
-        """The task's state at clock time ``now``."""
-        return self._state_and_update(now)[0]
-
-    def _state_and_update(self, now: float) -> tuple[TaskState, float]:
-        """The state at ``now`` and the wall time the task entered it."""
+    def status(self, now: float) -> FakeTaskStatus:
+        """The task's canonical status at clock time ``now``."""
         ended = self.terminal(now)
         if ended is not None:
-            return ended.ending.state, ended.completed_at
-        third = self.duration / 3
-        phase = min(int(self._elapsed(now) / third), len(_RUNNING_STATES) - 1)
-        return _RUNNING_STATES[phase], self.created_at + phase * third
+            return ended.ending.status
+        return "pending" if self._elapsed(now) < self.duration / 3 else "running"
 
     def force(self, ending: Ending, *, now: float, wall: float) -> None:
         """End the running task now with ``ending``."""
-        self._forced = _Terminal(ending, self._elapsed(now), wall)
+        self._forced = Terminal(ending, self._elapsed(now), wall)
+
+    def _credits(self, ended: Terminal | None) -> float | None:
+        if ended is None:
+            return None
+        return self.cost if ended.ending.status == "success" else 0.0
 
     def snapshot(self, now: float) -> FakeTask:
         """A read-only copy of the task as of clock time ``now``."""
@@ -142,42 +149,46 @@ class TaskRecord:
             model=self.model,
             input=copy.deepcopy(dict(self.input)),
             callback_url=self.callback_url,
-            state=self.state(now),
+            status=self.status(now),
             duration=self.duration,
             created_at=self.created_at,
             completed_at=ended.completed_at if ended is not None else None,
-            fail_code=ending.fail_code,
-            fail_msg=ending.fail_msg,
+            fail_code=ending.code,
+            fail_message=ending.message,
+            credits=self._credits(ended),
         )
 
     def result_url(self, base_url: str) -> str:
         """URL of the task's single result image."""
         return f"{base_url}/files/{self.flux_task_id}/0.png"
 
-    def record_info(self, now: float, base_url: str) -> dict[str, object]:
-        """The ``data`` object of a ``recordInfo`` answer at clock time ``now``."""
-        state, updated_at = self._state_and_update(now)
+    def task_info(self, now: float, base_url: str, style: WireStyle) -> dict[str, object]:
+        """The ``data`` object of a ``TaskInfo`` answer at clock time ``now``."""
         ended = self.terminal(now)
-        result_json = ""
-        fail_code = fail_msg = ""
-        cost_time = 0
-        complete_time: int | None = None
-        if ended is not None:
-            fail_code, fail_msg = ended.ending.fail_code, ended.ending.fail_msg
-            cost_time = round(ended.elapsed)
-            complete_time = _ms(ended.completed_at)
-            if ended.ending.state == "success":
-                result_json = json.dumps({"resultUrls": [self.result_url(base_url)]})
-        return {
-            "taskId": self.flux_task_id,
-            "model": self.model,
-            "state": state,
-            "param": self.param,
-            "resultJson": result_json,
-            "failCode": fail_code,
-            "failMsg": fail_msg,
-            "costTime": cost_time,
-            "completeTime": complete_time,
-            "createTime": _ms(self.created_at),
-            "updateTime": _ms(updated_at),
+        data: dict[str, object] = {
+            "task_id": self.flux_task_id,
+            "provider": PROVIDER,
+            "model_version": MODEL,
+            "status": style.word(self.status(now)),
+            "param": {
+                "model": self.model,
+                "callback_url": self.callback_url,
+                "input": copy.deepcopy(dict(self.input)),
+            },
+            "create_at": int(self.created_at),
+            "result": None,
+            "duration_s": None,
+            "complete_at": None,
+            "credits": self._credits(ended),
+            "source": "api",
         }
+        if ended is None:
+            return data
+        data["duration_s"] = round(ended.elapsed, 3)
+        data["complete_at"] = int(ended.completed_at)
+        ending = ended.ending
+        if ending.status == "success":
+            data.update(style.success_fields(self.result_url(base_url)))
+        else:
+            data.update(style.failure_fields(ending.code or 0, ending.message or ""))
+        return data

@@ -59,7 +59,7 @@ def test_edit_with_reference_images(fake_api: FakeFluxServer, tmp_path: Path) ->
     )
     assert run.state == "success"
     (task,) = fake_api.tasks.values()
-    assert task.input["input_urls"] == [
+    assert task.input["img_urls"] == [
         "https://images.example.com/uploads/sku-1042-front.jpg",
         "https://images.example.com/uploads/sku-1042-side.jpg",
     ]
@@ -97,6 +97,9 @@ def test_asset_producer_attaches_what_it_made(fake_api: FakeFluxServer, tmp_path
         {
             "flux_task_id": result["flux_task_id"],
             "result_urls": result["result_urls"],
+            "credits": result["credits"],
+            "completed_at": result["completed_at"],
+            "duration_s": result["duration_s"],
             "stored": [s["location"] for s in result["stored"]],
         }
     ]

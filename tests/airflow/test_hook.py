@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flux_provider import client, get_provider_info
+from flux_provider import config, get_provider_info
 from flux_provider.hooks import FluxHook, build_config
 from flux_provider.testing import FakeFluxServer
 from tests.airflow.conftest import API_KEY
@@ -22,7 +22,8 @@ def _config(**fields: Any) -> Any:
 @pytest.mark.parametrize(
     ("host", "port", "base_url"),
     [
-        (None, None, "https://api.kie.ai"),
+        (None, None, "https://api.crun.ai"),
+        ("", None, "https://api.crun.ai"),
         ("https://flux.example.com/", None, "https://flux.example.com"),
         ("flux.example.com", None, "https://flux.example.com"),
         ("127.0.0.1", 8080, "http://127.0.0.1:8080"),
@@ -40,16 +41,20 @@ def test_extras_configure_the_client() -> None:
             "header_name": "Authorization",
             "create_path": "/v9/create",
             "extra__flux__info_path": "/v9/info",
+            "balance_path": "/v9/balance",
+            "estimate_path": "",
             "timeout": "12.5",
             "allow_insecure_http": "true",
         },
     )
     assert config.auth_headers() == {"Authorization": f"Bearer {API_KEY}"}
-    assert (config.create_path, config.info_path, config.timeout) == (
+    assert (config.create_path, config.info_path, config.balance_path, config.timeout) == (
         "/v9/create",
         "/v9/info",
+        "/v9/balance",
         12.5,
     )
+    assert config.estimate_path == "/api/v1/client/job/estimate-credits"
 
 
 @pytest.mark.parametrize(
@@ -60,6 +65,7 @@ def test_extras_configure_the_client() -> None:
         ({"host": "ftp://flux.example.com"}, "base_url"),
         ({"host": "http://flux.example.com"}, "plain http"),
         ({"extras": {"create_path": "no-slash"}}, "create_path"),
+        ({"extras": {"balance_path": "no-slash"}}, "balance_path"),
         ({"extras": {"timeout": "0"}}, "timeout"),
     ],
 )
@@ -70,22 +76,58 @@ def test_misconfigured_connections_are_named(fields: dict[str, Any], text: str) 
     assert API_KEY not in str(info.value)
 
 
-def test_test_connection_accepts_a_good_key(fake_api: FakeFluxServer) -> None:
+def test_test_connection_asks_the_balance_and_creates_nothing(fake_api: FakeFluxServer) -> None:
+    fake_api.balance = 1234.5
     ok, message = FluxHook().test_connection()
     assert ok, message
-    assert fake_api.base_url in message
+    assert message == f"Connected to {fake_api.base_url}: the account has 1234.5 credits."
+    assert fake_api.stats.balance_requests == 1
     assert fake_api.stats.create_requests == 0
+    assert fake_api.stats.tasks_created == 0
 
 
-def test_test_connection_reports_a_bad_key(
-    fake_api: FakeFluxServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("connection", "text"),
+    [
+        ({"password": "wrong-key-123"}, "401"),
+        ({"extra": {"balance_path": "/api/v1/nowhere"}}, "404"),
+        ({"extra": {"info_path": "/x", "create_path": "/y", "balance_path": "/z"}}, "404"),
+    ],
+)
+def test_test_connection_fails_with_the_servers_message(
+    fake_api: FakeFluxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    connection: dict[str, Any],
+    text: str,
 ) -> None:
-    conn = {"conn_type": "flux", "host": fake_api.base_url, "password": "wrong-key-123"}
+    conn = {"conn_type": "flux", "host": fake_api.base_url, "password": API_KEY, **connection}
     monkeypatch.setenv("AIRFLOW_CONN_FLUX_BAD", json.dumps(conn))
     ok, message = FluxHook(flux_conn_id="flux_bad").test_connection()
     assert not ok
-    assert "401" in message
+    assert text in message
     assert "wrong-key-123" not in message
+    assert API_KEY not in message
+    assert fake_api.stats.create_requests == 0
+
+
+def test_test_connection_reports_a_disabled_key(fake_api: FakeFluxServer) -> None:
+    fake_api.disable_key()
+    ok, message = FluxHook().test_connection()
+    assert not ok
+    assert "403" in message
+    assert "disabled" in message
+
+
+def test_test_connection_reports_a_wrong_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.standalone_airflow import free_loopback_ports
+
+    (port,) = free_loopback_ports(1)
+    conn = {"conn_type": "flux", "host": f"http://127.0.0.1:{port}", "password": API_KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_FLUX_NOWHERE", json.dumps(conn))
+    ok, message = FluxHook(flux_conn_id="flux_nowhere").test_connection()
+    assert not ok
+    assert f"127.0.0.1:{port}" in message
+    assert "ConnectError" in message
 
 
 def test_test_connection_reports_a_misconfiguration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,6 +135,19 @@ def test_test_connection_reports_a_misconfiguration(monkeypatch: pytest.MonkeyPa
     ok, message = FluxHook(flux_conn_id="flux_empty").test_connection()
     assert not ok
     assert "api_key is empty" in message
+
+
+def test_balance_and_estimate(fake_api: FakeFluxServer) -> None:
+    fake_api.balance = 99
+    hook = FluxHook()
+    assert hook.get_balance() == 99
+    assert hook.estimate_credits({"prompt": "x", "resolution": "2K"}) == 12
+    assert fake_api.stats.tasks_created == 0
+
+
+async def test_async_balance(fake_api: FakeFluxServer) -> None:
+    fake_api.balance = 7
+    assert await FluxHook().aget_balance() == 7
 
 
 async def test_async_twins(fake_api: FakeFluxServer) -> None:
@@ -120,6 +175,8 @@ def test_provider_info_lists_every_component() -> None:
         "header_name",
         "create_path",
         "info_path",
+        "balance_path",
+        "estimate_path",
         "timeout",
         "allow_insecure_http",
     }
@@ -143,8 +200,10 @@ def test_hook_ui_behaviour_matches_the_provider_info() -> None:
 def test_provider_info_defaults_match_the_client() -> None:
     conn_type = get_provider_info()["connection-types"][0]
     fields = conn_type["conn-fields"]
-    assert fields["header_name"]["schema"]["default"] == client.DEFAULT_AUTH_HEADER
-    assert fields["create_path"]["schema"]["default"] == client.DEFAULT_CREATE_PATH
-    assert fields["info_path"]["schema"]["default"] == client.DEFAULT_INFO_PATH
-    assert fields["timeout"]["schema"]["default"] == client.DEFAULT_TIMEOUT
-    assert conn_type["ui-field-behaviour"]["placeholders"]["host"] == client.DEFAULT_BASE_URL
+    assert fields["header_name"]["schema"]["default"] == config.DEFAULT_AUTH_HEADER
+    assert fields["create_path"]["schema"]["default"] == config.DEFAULT_CREATE_PATH
+    assert fields["info_path"]["schema"]["default"] == config.DEFAULT_INFO_PATH
+    assert fields["balance_path"]["schema"]["default"] == config.DEFAULT_BALANCE_PATH
+    assert fields["estimate_path"]["schema"]["default"] == config.DEFAULT_ESTIMATE_PATH
+    assert fields["timeout"]["schema"]["default"] == config.DEFAULT_TIMEOUT
+    assert conn_type["ui-field-behaviour"]["placeholders"]["host"] == "https://api.crun.ai"

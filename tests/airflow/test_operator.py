@@ -118,7 +118,7 @@ def test_templated_fields_and_extra_input_pass_through(fake_api: FakeFluxServer)
     assert fake_api.tasks[result["flux_task_id"]].input == {
         "prompt": "an orange cat in a paper boat",
         "aspect_ratio": "4:3",
-        "input_urls": ["https://img.example/a.png"],
+        "img_urls": ["https://img.example/a.png"],
         "seed": 11,
         "safety_tolerance": 3,
         "new_host_knob": "x",
@@ -192,10 +192,10 @@ def _summary(**fields: Any) -> dict[str, Any]:
         "result_urls": ["https://cdn.example/1.png"],
         "fail_code": None,
         "fail_msg": None,
-        "cost_time": 12,
-        "create_time": 1,
-        "complete_time": 2,
-        "update_time": 2,
+        "credits": 6.0,
+        "created_at": 1768900378.0,
+        "completed_at": 1768900406.0,
+        "duration_s": 28.0,
     }
     return {**base, **fields}
 
@@ -215,15 +215,18 @@ def test_execute_complete_success() -> None:
         ({"status": "exploded", "flux_task_id": "task_1"}, Exception, "unknown event"),
         ({"status": "success"}, Exception, "unknown event"),
         (
-            _event("failed", task=_summary(state="fail", fail_code="500", fail_msg="GPU")),
+            _event("failed", task=_summary(state="failed", fail_code="501", fail_msg="GPU")),
             FluxTaskError,
             "GPU",
         ),
         (
-            _event("failed", task=_summary(state="fail", fail_code="400", fail_msg="nsfw")),
+            _event("failed", task=_summary(state="failed", fail_code="400", fail_msg="nsfw")),
             AirflowFailException,
             "nsfw",
         ),
+        (_event("success", task=_summary(result_urls=[])), FluxTaskError, "no image URL"),
+        (_event("success", task={"state": "success"}), Exception, "no usable task"),
+        (_event("failed"), Exception, "must carry the task"),
         (_event("timeout", message="timed out waiting"), FluxTaskError, "timed out"),
         (_event("error", message="503 x6", retryable=True), FluxTaskError, "503"),
         (_event("error", message="bad key", retryable=False), AirflowFailException, "bad key"),
@@ -260,7 +263,7 @@ def test_sensor_pokes_until_done(fake_api: FakeFluxServer) -> None:
 
 def test_sensor_fails_like_the_operator(fake_api: FakeFluxServer) -> None:
     flux_task_id = fake_api.submit({"prompt": "made elsewhere"})
-    fake_api.fail(flux_task_id, fail_code="422", fail_msg="violates policy")
+    fake_api.fail(flux_task_id, code=422, message="violates policy")
     sensor = FluxTaskSensor(task_id="wait", flux_task_id=flux_task_id, deferrable=False)
     with pytest.raises(AirflowFailException, match="violates policy"):
         sensor.poke(_context())
@@ -299,7 +302,7 @@ def test_retry_reattaches_and_success_forgets_the_task(fake_api: FakeFluxServer)
 def test_retry_after_a_failed_generation_submits_anew(fake_api: FakeFluxServer) -> None:
     store = FakeStore()
     first = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
-    fake_api.fail(first, fail_code="500", fail_msg="GPU error")
+    fake_api.fail(first, code=501, message="GPU error")
     second = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
     assert second != first
     assert store["flux_task_id"] == second
@@ -319,11 +322,10 @@ def test_sync_path_logs_each_state_change(
     flux_task_id = result["flux_task_id"]
     lines = [line for line in capsys.readouterr().out.splitlines() if flux_task_id in line]
     assert any(f"Submitted flux task {flux_task_id}" in line for line in lines)
-    changes = [
-        s for s in ("waiting", "queuing", "generating") for line in lines if f": {s} after" in line
-    ]
+    changes = [s for s in ("pending", "running") for line in lines if f" is {s} after" in line]
     # One line per state change (with elapsed time and polls made), not one per poll.
-    assert changes == ["waiting", "queuing", "generating"]
+    assert changes == ["pending", "running"]
+    assert "cost 6 credits" in lines[-1]
 
 
 @pytest.mark.parametrize(
@@ -342,3 +344,157 @@ def test_misconfigured_connection_fails_without_retry(
         with pytest.raises(AirflowFailException, match="misconfigured") as info:
             task.execute(_context())
         assert API_KEY not in str(info.value)
+
+
+def test_min_balance_below_fails_without_retry_and_submits_nothing(
+    fake_api: FakeFluxServer,
+) -> None:
+    fake_api.balance = 3
+    with pytest.raises(AirflowFailException, match=r"3 credits, below min_balance=10"):
+        _operator(min_balance=10).execute(_context())
+    assert (fake_api.stats.balance_requests, fake_api.stats.create_requests) == (1, 0)
+
+
+def test_min_balance_above_submits(fake_api: FakeFluxServer) -> None:
+    fake_api.balance = 30
+    _operator(min_balance=10, wait_for_completion=False).execute(_context())
+    assert (fake_api.stats.balance_requests, fake_api.stats.tasks_created) == (1, 1)
+
+
+def test_max_credits_below_the_estimate_fails_without_retry(fake_api: FakeFluxServer) -> None:
+    with pytest.raises(AirflowFailException, match=r"cost 12 credits, above max_credits=8"):
+        _operator(resolution="2K", max_credits=8).execute(_context())
+    assert (fake_api.stats.estimate_requests, fake_api.stats.create_requests) == (1, 0)
+
+
+def test_max_credits_above_the_estimate_submits(fake_api: FakeFluxServer) -> None:
+    _operator(max_credits=8, min_balance=1, wait_for_completion=False).execute(_context())
+    stats = fake_api.stats
+    assert (stats.balance_requests, stats.estimate_requests, stats.tasks_created) == (1, 1, 1)
+
+
+def test_no_credit_calls_when_unset(fake_api: FakeFluxServer) -> None:
+    _operator(wait_for_completion=False).execute(_context())
+    assert (fake_api.stats.balance_requests, fake_api.stats.estimate_requests) == (0, 0)
+
+
+def test_max_credits_without_an_estimate_endpoint_says_so() -> None:
+    with FakeFluxServer(api_key=API_KEY, estimate_endpoint=False) as fake:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
+            with pytest.raises(AirflowFailException, match="no estimate-credits endpoint"):
+                _operator(max_credits=100).execute(_context())
+        assert fake.stats.create_requests == 0
+
+
+def test_credit_checks_retry_transient_errors(fake_api: FakeFluxServer) -> None:
+    fake_api.add_fault(Fault(endpoint="balance", status=500, times=1))
+    fake_api.add_fault(Fault(endpoint="estimate", status=429, times=1))
+    operator = _operator(min_balance=1, max_credits=100, wait_for_completion=False)
+    operator.hook.client._sleep = lambda seconds: None  # type: ignore[method-assign]
+    operator.execute(_context())
+    assert (fake_api.stats.balance_requests, fake_api.stats.estimate_requests) == (2, 2)
+    assert fake_api.stats.tasks_created == 1
+
+
+def test_a_retry_that_reattaches_makes_no_credit_calls(fake_api: FakeFluxServer) -> None:
+    store = FakeStore({"flux_task_id": fake_api.submit({"prompt": "earlier"})})
+    _operator(min_balance=1, max_credits=100, wait_for_completion=False).execute(_context(store))
+    assert (fake_api.stats.balance_requests, fake_api.stats.estimate_requests) == (0, 0)
+    assert fake_api.stats.create_requests == 0
+
+
+def test_a_402_on_create_fails_without_retry(fake_api: FakeFluxServer) -> None:
+    fake_api.balance = 1
+    with pytest.raises(AirflowFailException, match="insufficient credits"):
+        _operator().execute(_context())
+    assert fake_api.stats.tasks_created == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"min_balance": -1}, "min_balance"),
+        ({"max_credits": float("nan")}, "max_credits"),
+        ({"max_credits": "10"}, "max_credits"),
+    ],
+)
+def test_bad_credit_limits_fail_when_the_dag_is_parsed(
+    overrides: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        _operator(**overrides)
+
+
+def test_input_urls_travel_as_img_urls(fake_api: FakeFluxServer) -> None:
+    urls = ["https://img.example/a.png", "data:image/jpeg;base64,/9j/4AAQ"]
+    result = _operator(input_urls=urls, wait_for_completion=False).execute(_context())
+    assert fake_api.tasks[result["flux_task_id"]].input["img_urls"] == urls
+
+
+def test_a_retry_after_a_success_without_images_submits_anew(fake_api: FakeFluxServer) -> None:
+    fake_api.result_shape = "empty"
+    fake_api.duration = 0
+    store = FakeStore()
+    first = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
+    # The retry finds the first task without images: it submits anew (which has none either).
+    with pytest.raises(FluxTaskError, match="no image URL"):
+        _operator(deferrable=False).execute(_context(store))
+    second = store["flux_task_id"]
+    assert second != first
+    assert fake_api.stats.tasks_created == 2
+    # Once the task's answer does carry images, the next retry reuses it.
+    fake_api.result_shape = "media_urls"
+    result = _operator(deferrable=False).execute(_context(store))
+    assert result["flux_task_id"] == second
+    assert fake_api.stats.tasks_created == 2
+
+
+def test_the_trigger_deadline_honours_execution_timeout(fake_api: FakeFluxServer) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    context = _context()
+    started = datetime.now(timezone.utc) - timedelta(seconds=50)
+    context["ti"].start_date = started
+    operator = _operator(timeout=900, execution_timeout=timedelta(seconds=60))
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute(context)
+    kwargs = info.value.trigger.serialize()[1]
+    assert kwargs["deadline_name"] == "execution_timeout"
+    assert kwargs["deadline"] == pytest.approx(started.timestamp() + 60)
+    longer = _operator(timeout=5, execution_timeout=timedelta(hours=1))
+    with pytest.raises(TaskDeferred) as info:
+        longer.execute(context)
+    assert info.value.trigger.serialize()[1]["deadline_name"] == "timeout"
+
+
+def test_sensor_in_reschedule_mode_counts_errors_across_pokes(fake_api: FakeFluxServer) -> None:
+    """Each poke runs in a new process: a new sensor object, the same state store."""
+    flux_task_id = fake_api.submit({"prompt": "made elsewhere"})
+    fake_api.add_fault(Fault(endpoint="poll", status=500, times=None))
+    store = FakeStore()
+
+    def poke() -> Any:
+        sensor = FluxTaskSensor(
+            task_id="wait",
+            flux_task_id=flux_task_id,
+            deferrable=False,
+            mode="reschedule",
+            max_consecutive_errors=2,
+        )
+        return sensor.poke(_context(store))
+
+    assert poke() is False
+    assert poke() is False
+    with pytest.raises(FluxTaskError, match="3 polls in a row failed"):
+        poke()
+    assert fake_api.stats.poll_requests == 3
+
+
+def test_sensor_tolerates_not_found_right_after_submission(fake_api: FakeFluxServer) -> None:
+    sensor = FluxTaskSensor(task_id="wait", flux_task_id="task_not_yet", deferrable=False)
+    assert sensor.poke(_context()) is False
+    assert sensor.poke(_context()) is False
+    assert sensor.poke(_context()) is False
+    with pytest.raises(AirflowFailException, match="404"):
+        sensor.poke(_context())

@@ -67,7 +67,7 @@ def test_deferrable_dag_runs_in_the_real_triggerer(
 
     # The task process handed the wait over: it ended its try by deferring ...
     task_log = standalone.task_log(DAG_ID, run_id, TASK_ID, ti["try_number"])
-    assert f"Deferring: polling flux task {flux_task_id} in the triggerer" in task_log
+    assert f"Deferring: polling flux task {flux_task_id} in the triggerer" in task_log, task_log
     assert "Pausing task as DEFERRED" in task_log
 
     # ... and the trigger ran in the triggerer: only TriggerRunnerSupervisor writes

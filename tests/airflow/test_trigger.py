@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from flux_provider.client import ClientConfig, FluxClient
+from flux_provider.client import FluxClient
+from flux_provider.config import ClientConfig
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.triggers import FluxTaskTrigger
 from tests.airflow.conftest import API_KEY
@@ -50,6 +51,7 @@ def test_serialisation_round_trip_through_serde() -> None:
         "deadline",
         "poll_interval",
         "max_consecutive_errors",
+        "deadline_name",
     }
 
 
@@ -71,7 +73,7 @@ async def test_success_event(fake_api: FakeFluxServer) -> None:
 
 
 async def test_failed_event_carries_code_and_retryable(fake_api: FakeFluxServer) -> None:
-    fake_api.fail_next_tasks(1, fail_code="422", fail_msg="prompt violates content policy")
+    fake_api.fail_next_tasks(1, code=422, message="prompt violates content policy")
     flux_task_id = fake_api.submit(PROMPT)
     (event,) = await _events(_trigger(flux_task_id))
     assert event["status"] == "failed"
@@ -87,7 +89,8 @@ async def test_timeout_event_names_task_and_state(fake_api: FakeFluxServer) -> N
     assert event["status"] == "timeout"
     assert event["retryable"] is True
     assert flux_task_id in event["message"]
-    assert event["last_state"] == "waiting"
+    assert event["last_state"] == "pending"
+    assert event["message"].startswith("timeout reached")
 
 
 async def test_past_deadline_ends_without_polling(fake_api: FakeFluxServer) -> None:
@@ -127,11 +130,73 @@ async def test_bad_key_is_a_terminal_error(fake_api: FakeFluxServer) -> None:
     assert fake_api.stats.poll_requests == 1
 
 
-async def test_cleanup_closes_the_client(fake_api: FakeFluxServer) -> None:
-    trigger = _trigger(fake_api.submit(PROMPT))
-    await _events(trigger)
-    assert trigger._client is None
-    await trigger.cleanup()
+async def test_a_deadline_from_execution_timeout_is_named(fake_api: FakeFluxServer) -> None:
+    fake_api.duration = 3600
+    trigger = _trigger(
+        fake_api.submit(PROMPT), deadline=time.time() + 0.2, deadline_name="execution_timeout"
+    )
+    (event,) = await _events(trigger)
+    assert event["status"] == "timeout"
+    assert event["message"].startswith("execution_timeout reached")
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        {"pending": "queued", "running": "processing", "success": "SUCCEEDED"},
+        {"pending": "submitted", "running": "in_progress", "success": "completed"},
+    ],
+)
+async def test_other_status_words(words: dict[str, str]) -> None:
+    with FakeFluxServer(api_key=API_KEY, duration=0.2, status_words=words) as fake:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
+            (event,) = await _events(_trigger(fake.submit(PROMPT)))
+    assert event["status"] == "success"
+    assert event["task"]["raw_state"] == words["success"]
+
+
+async def test_failure_words_and_shapes(fake_api: FakeFluxServer) -> None:
+    fake_api.status_words = {"failed": "ERROR"}
+    fake_api.failure_shape = "error_object"
+    fake_api.fail_next_tasks(1, code=501, message="GPU out of memory")
+    (event,) = await _events(_trigger(fake_api.submit(PROMPT)))
+    assert event["status"] == "failed"
+    assert event["retryable"] is True
+    assert event["task"]["fail_code"] == "501"
+    assert "GPU out of memory" in event["message"]
+
+
+async def test_an_unknown_status_polls_until_the_deadline_and_is_logged_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    words = {"pending": "rendering", "running": "rendering"}
+    with FakeFluxServer(api_key=API_KEY, duration=3600, status_words=words) as fake:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
+            trigger = _trigger(fake.submit(PROMPT), deadline=time.time() + 1.0, poll_interval=0.05)
+            (event,) = await _events(trigger)
+        polls = fake.stats.poll_requests
+    assert event["status"] == "timeout"
+    assert event["last_state"] == "rendering"
+    assert polls >= 5
+    lines = capsys.readouterr().out.splitlines()
+    unknown = [line for line in lines if "unknown status 'rendering'" in line]
+    assert len(unknown) == 1
+    assert "warning" in unknown[0]
+
+
+async def test_success_without_urls_is_a_retryable_failure(fake_api: FakeFluxServer) -> None:
+    fake_api.result_shape = "empty"
+    flux_task_id = fake_api.submit(PROMPT)
+    (event,) = await _events(_trigger(flux_task_id))
+    assert event["status"] == "success"
+    from flux_provider.events import TaskEvent
+
+    error = TaskEvent.parse(event).error()
+    assert error is not None
+    assert error.retryable
+    assert flux_task_id in str(error)
 
 
 def test_no_callback_blocks_the_event_loop(

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from flux_provider.client import AsyncFluxClient, ClientConfig, FluxClient, RetryPolicy
+from flux_provider.client import AsyncFluxClient, FluxClient
+from flux_provider.config import ClientConfig
 from flux_provider.errors import (
     AuthenticationError,
     FeatureDisabledError,
@@ -25,13 +26,15 @@ from flux_provider.errors import (
     TransportError,
 )
 from flux_provider.models import TaskState
-from flux_provider.testing import FakeFluxServer, Fault
+from flux_provider.retry import RetryPolicy
+from flux_provider.testing import RESULT_SHAPES, FakeFluxServer, Fault
 
 KEY = "sk-live-0123456789-abcdef-SECRET"
 PROMPT = {"prompt": "a lighthouse at dusk", "aspect_ratio": "16:9", "seed": 7}
 
 STATUS_TABLE: list[tuple[int, type[FluxError], bool]] = [
     (401, AuthenticationError, False),
+    (403, AuthenticationError, False),
     (402, InsufficientCreditsError, False),
     (404, NotFoundError, False),
     (422, InvalidRequestError, False),
@@ -87,8 +90,11 @@ def test_sync_success_path(server: FakeFluxServer) -> None:
     assert info.flux_task_id == flux_task_id
     assert len(info.result_urls) == 1
     assert info.result_urls[0].startswith(server.base_url)
-    assert info.param is not None
-    assert info.param["input"] == PROMPT
+    assert info.credits == 6
+    assert info.created_at is not None
+    assert info.completed_at is not None
+    assert info.duration_s is not None
+    assert server.tasks[flux_task_id].input == PROMPT
     assert server.stats.create_requests == 1
     assert server.stats.poll_requests >= 1
 
@@ -242,10 +248,11 @@ def test_bad_input_sends_nothing(server: FakeFluxServer, client: FluxClient) -> 
 def test_generation_failure_is_reported_in_the_info(
     server: FakeFluxServer, client: FluxClient
 ) -> None:
-    server.fail_next_tasks(1, fail_code="500", fail_msg="upstream GPU error")
+    server.fail_next_tasks(1, code=501, message="upstream GPU error")
     flux_task_id = client.create_task(PROMPT)
     info = client.wait_for_task(flux_task_id, poll_interval=0.01, timeout=5)
-    assert info.state is TaskState.FAIL
+    assert info.state is TaskState.FAILED
+    assert info.fail_code == "501"
     failure = info.failure()
     assert failure is not None
     assert failure.retryable
@@ -268,7 +275,7 @@ def test_wait_times_out_with_state_and_id(server: FakeFluxServer) -> None:
             flux.wait_for_task(flux_task_id, timeout=20)
     message = str(info.value)
     assert flux_task_id in message
-    assert "last state: waiting" in message
+    assert "last state: pending" in message
     assert "20.0s" in message
     assert info.value.retryable
 
@@ -323,3 +330,99 @@ def test_key_never_in_exception_text_or_repr(server: FakeFluxServer) -> None:
     assert info.value.server_message == "bad key ***"
     for text in texts:
         assert KEY not in text
+
+
+def test_403_for_a_disabled_key_is_not_retried(server: FakeFluxServer, client: FluxClient) -> None:
+    server.disable_key()
+    with pytest.raises(AuthenticationError) as info:
+        client.create_task(PROMPT)
+    assert info.value.status_code == 403
+    assert not info.value.retryable
+    assert server.stats.create_requests == 1
+
+
+def test_balance_and_estimate(server: FakeFluxServer, client: FluxClient) -> None:
+    server.balance = 250
+    assert client.get_balance() == 250
+    assert client.estimate_credits(PROMPT) == 6
+    assert client.estimate_credits({**PROMPT, "resolution": "2K"}) == 12
+    assert (server.stats.balance_requests, server.stats.estimate_requests) == (1, 2)
+    assert server.stats.tasks_created == 0
+    assert server.balance == 250
+
+
+def test_insufficient_credits_on_create(server: FakeFluxServer, client: FluxClient) -> None:
+    server.balance = 5
+    with pytest.raises(InsufficientCreditsError):
+        client.create_task(PROMPT)
+    assert server.stats.tasks_created == 0
+
+
+def test_reference_images_travel_as_img_urls(server: FakeFluxServer, client: FluxClient) -> None:
+    urls = ["https://img.example/a.png", "data:image/png;base64,iVBORw0KGgo="]
+    flux_task_id = client.create_task({**PROMPT, "input_urls": urls})
+    assert server.tasks[flux_task_id].input == {**PROMPT, "img_urls": urls}
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        {"pending": "queued", "running": "processing", "success": "succeeded"},
+        {"pending": "WAITING", "running": "In_Progress", "success": "COMPLETED"},
+        {"pending": "submitted", "running": "generating", "success": "done"},
+    ],
+)
+def test_other_status_words(words: dict[str, str]) -> None:
+    with FakeFluxServer(api_key=KEY, duration=0.2, status_words=words) as fake:
+        with FluxClient(_config(fake)) as flux:
+            flux_task_id = flux.create_task(PROMPT)
+            seen = {flux.get_task(flux_task_id).raw_state}
+            info = flux.wait_for_task(flux_task_id, poll_interval=0.02, timeout=10)
+    assert info.state is TaskState.SUCCESS
+    assert info.raw_state == words["success"]
+    assert seen <= {words["pending"], words["running"]}
+
+
+@pytest.mark.parametrize("shape", [s for s in RESULT_SHAPES if s != "empty"])
+def test_every_result_shape_of_the_fake(shape: str) -> None:
+    with FakeFluxServer(api_key=KEY, duration=0, result_shape=shape) as fake:  # type: ignore[arg-type]
+        with FluxClient(_config(fake)) as flux:
+            flux_task_id = flux.create_task(PROMPT)
+            info = flux.get_task(flux_task_id)
+    assert info.result_urls == [f"{fake.base_url}/files/{flux_task_id}/0.png"]
+    assert info.failure() is None
+
+
+def test_success_without_urls_is_a_retryable_error(server: FakeFluxServer) -> None:
+    server.result_shape = "empty"
+    with FluxClient(_config(server)) as flux:
+        flux_task_id = flux.create_task(PROMPT)
+        info = flux.wait_for_task(flux_task_id, poll_interval=0.02, timeout=10)
+    failure = info.failure()
+    assert failure is not None
+    assert failure.retryable
+    assert flux_task_id in str(failure)
+
+
+@pytest.mark.parametrize(
+    "shape", ["result", "error_message", "fail_msg", "error_string", "error_object"]
+)
+def test_every_failure_shape_of_the_fake(shape: str) -> None:
+    with FakeFluxServer(api_key=KEY, duration=0, failure_shape=shape) as fake:  # type: ignore[arg-type]
+        fake.fail_next_tasks(1, code=501, message="the GPU melted")
+        with FluxClient(_config(fake)) as flux:
+            info = flux.get_task(flux.create_task(PROMPT))
+    assert info.state is TaskState.FAILED
+    assert info.fail_msg == "the GPU melted"
+    failure = info.failure()
+    assert failure is not None
+    assert failure.retryable
+    assert "the GPU melted" in str(failure)
+
+
+def test_envelope_with_msg(server: FakeFluxServer) -> None:
+    with FakeFluxServer(api_key=KEY, message_key="msg") as fake:
+        fake.add_fault(Fault(endpoint="create", status=422, message="bad prompt"))
+        with FluxClient(_config(fake)) as flux, pytest.raises(InvalidRequestError) as info:
+            flux.create_task(PROMPT)
+    assert info.value.server_message == "bad prompt"

@@ -7,18 +7,33 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
 
-from flux_provider.client import ClientConfig, FluxClient, RetryPolicy, interpret_answer
-from flux_provider.errors import MalformedResponseError, RateLimitedError, UnexpectedStatusError
+from flux_provider.client import FluxClient
+from flux_provider.config import ClientConfig
+from flux_provider.errors import (
+    InvalidInputError,
+    MalformedResponseError,
+    RateLimitedError,
+    UnexpectedStatusError,
+)
+from flux_provider.retry import RetryPolicy
+from flux_provider.wire import read_answer
 
 KEY = "sk-unit-SECRET-42"
 
 
 def _ok(data: object) -> httpx.Response:
-    return httpx.Response(200, json={"code": 200, "msg": "success", "data": data})
+    return httpx.Response(200, json={"code": 200, "message": "success", "data": data})
+
+
+def interpret_answer(
+    config: ClientConfig, status: int, headers: dict[str, str], body: bytes
+) -> Any:
+    return read_answer(status, headers, body, secret=config.api_key)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +79,7 @@ def test_retry_after_is_capped() -> None:
     answers = iter(
         [
             httpx.Response(429, headers={"Retry-After": "99999"}, json={"code": 429}),
-            _ok({"taskId": "t1"}),
+            _ok({"task_id": "t1"}),
         ]
     )
     transport = httpx.MockTransport(lambda request: next(answers))
@@ -76,7 +91,7 @@ def test_retry_after_is_capped() -> None:
 
 def test_unlisted_status_code() -> None:
     with pytest.raises(UnexpectedStatusError, match="418"):
-        interpret_answer(ClientConfig(api_key=KEY), 200, {}, b'{"code": 418, "msg": "teapot"}')
+        interpret_answer(ClientConfig(api_key=KEY), 200, {}, b'{"code": 418, "message": "teapot"}')
 
 
 def test_error_page_without_json_uses_the_http_status() -> None:
@@ -84,7 +99,7 @@ def test_error_page_without_json_uses_the_http_status() -> None:
         interpret_answer(ClientConfig(api_key=KEY), 429, {}, b"<html>slow down</html>")
 
 
-@pytest.mark.parametrize("body", [b"\xff\xfe\x00garbage", b"[1, 2]", b'{"msg": "no code"}'])
+@pytest.mark.parametrize("body", [b"\xff\xfe\x00garbage", b"[1, 2]", b'"a string"'])
 def test_unusable_bodies_are_malformed(body: bytes) -> None:
     with pytest.raises(MalformedResponseError):
         interpret_answer(ClientConfig(api_key=KEY), 200, {}, body)
@@ -93,7 +108,7 @@ def test_unusable_bodies_are_malformed(body: bytes) -> None:
 def test_create_answer_without_task_id_is_malformed() -> None:
     transport = httpx.MockTransport(lambda request: _ok({"id": "nope"}))
     with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
-        with pytest.raises(MalformedResponseError, match="taskId"):
+        with pytest.raises(MalformedResponseError, match="task_id"):
             flux.create_task({"prompt": "x"})
 
 
@@ -115,7 +130,7 @@ def test_redirects_are_not_followed_with_the_key() -> None:
     with FluxClient(ClientConfig(api_key=KEY), transport=httpx.MockTransport(handler)) as flux:
         with pytest.raises(UnexpectedStatusError, match="302"):
             flux.get_task("t1")
-    assert [r.url.host for r in seen] == ["api.kie.ai"]
+    assert [r.url.host for r in seen] == ["api.crun.ai"]
 
 
 def test_request_shape() -> None:
@@ -123,19 +138,75 @@ def test_request_shape() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return _ok({"taskId": "task_1"})
+        if request.url.path.endswith("/TaskInfo"):
+            return _ok({"task_id": "task_1", "status": "running"})
+        if request.url.path.endswith("/balance"):
+            return _ok({"balance": 42})
+        if request.url.path.endswith("/estimate-credits"):
+            return _ok({"credits": 6, "estimated": False})
+        return _ok({"task_id": "task_1"})
 
     with FluxClient(ClientConfig(api_key=KEY), transport=httpx.MockTransport(handler)) as flux:
-        flux.create_task({"prompt": "x", "seed": 1}, callback_url="https://cb.example/x")
-    (request,) = seen
-    assert request.method == "POST"
-    assert str(request.url) == "https://api.kie.ai/api/v1/jobs/createTask"
-    assert request.headers["x-api-key"] == KEY
-    assert json.loads(request.content) == {
+        flux.create_task(
+            {"prompt": "x", "seed": 1, "input_urls": ["https://e.x/a.png"]},
+            callback_url="https://cb.example/x",
+        )
+        flux.create_task({"prompt": "y"})
+        flux.get_task("task_1")
+        assert flux.get_balance() == 42
+        assert flux.estimate_credits({"prompt": "z"}) == 6
+    create, bare, info, balance, estimate = seen
+    assert create.method == "POST"
+    assert str(create.url) == "https://api.crun.ai/api/v1/client/job/CreateTask"
+    assert create.headers["x-api-key"] == KEY
+    assert json.loads(create.content) == {
         "model": "flux-2-max",
-        "callBackUrl": "https://cb.example/x",
-        "input": {"prompt": "x", "seed": 1},
+        "callback_url": "https://cb.example/x",
+        "input": {"prompt": "x", "seed": 1, "img_urls": ["https://e.x/a.png"]},
     }
+    assert json.loads(bare.content) == {"model": "flux-2-max", "input": {"prompt": "y"}}
+    assert info.method == "GET"
+    assert str(info.url) == "https://api.crun.ai/api/v1/client/job/TaskInfo?task_id=task_1"
+    assert (balance.method, str(balance.url)) == (
+        "GET",
+        "https://api.crun.ai/api/v1/client/account/balance",
+    )
+    assert (estimate.method, str(estimate.url)) == (
+        "POST",
+        "https://api.crun.ai/api/v1/client/job/estimate-credits",
+    )
+    assert json.loads(estimate.content) == {"model": "flux-2-max", "input": {"prompt": "z"}}
+
+
+def test_bearer_auth_option() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _ok({"balance": 1})
+
+    config = ClientConfig(api_key=KEY, auth_header="Authorization")
+    with FluxClient(config, transport=httpx.MockTransport(handler)) as flux:
+        flux.get_balance()
+    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert "x-api-key" not in seen[0].headers
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"model": "flux-2-pro"}, "model"),
+        ({"callback_url": "ftp://cb.example/x"}, "callback_url"),
+        ({"callback_url": "/relative"}, "callback_url"),
+    ],
+)
+def test_bad_request_fields_fail_before_sending(kwargs: dict[str, Any], field: str) -> None:
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: seen.append(request) or _ok({}))
+    with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
+        with pytest.raises(InvalidInputError, match=field):
+            flux.create_task({"prompt": "x"}, **kwargs)
+    assert seen == []
 
 
 def test_api_layer_imports_nothing_from_airflow() -> None:
@@ -147,7 +218,9 @@ def test_api_layer_imports_nothing_from_airflow() -> None:
         "            raise ImportError('airflow is blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import flux_provider.client, flux_provider.models, flux_provider.errors\n"
-        "import flux_provider.polling, flux_provider.testing\n"
+        "import flux_provider.config, flux_provider.retry, flux_provider.wire\n"
+        "import flux_provider.polling, flux_provider.events, flux_provider.downloads\n"
+        "import flux_provider.testing\n"
         "assert not any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules)\n"
         "print('ok')\n"
     )
@@ -168,6 +241,6 @@ def test_idle_connections_outlive_the_longest_poll_interval() -> None:
 
 @pytest.mark.parametrize("key", ["k", "task", "sk-longer-key"])
 def test_scrubbing_never_touches_field_names(key: str) -> None:
-    body = json.dumps({"code": 200, "msg": "success", "data": {"taskId": "task_1"}}).encode()
+    body = json.dumps({"code": 200, "message": "success", "data": {"task_id": "task_1"}}).encode()
     envelope = interpret_answer(ClientConfig(api_key=key), 200, {}, body)
-    assert envelope.data == {"taskId": "task_1"}
+    assert envelope.data == {"task_id": "task_1"}

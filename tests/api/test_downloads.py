@@ -26,7 +26,9 @@ class BrokenStream(httpx.SyncByteStream):
 
 
 def _downloader(handler: object, **options: object) -> ResultDownloader:
+    """A downloader over a mock transport; host names are not resolved (no DNS in tests)."""
     transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
+    options.setdefault("allow_private_hosts", True)
     return ResultDownloader(transport=transport, sleep=lambda s: None, **options)  # type: ignore[arg-type]
 
 
@@ -34,7 +36,7 @@ def test_downloads_from_the_fake_api(tmp_path: Path) -> None:
     with FakeFluxServer(duration=0) as server:
         flux_task_id = server.submit({"prompt": "a test image", "seed": 1, "aspect_ratio": "1:1"})
         (url,) = [f"{server.base_url}/files/{flux_task_id}/0.png"]
-        downloader = ResultDownloader()
+        downloader = ResultDownloader(allow_private_hosts=True)
         (stored,) = downloader.download_all([url], tmp_path, flux_task_id)
         downloader.close()
         headers = server.stats.requests[-1].headers

@@ -1,4 +1,4 @@
-"""Wire-format models: input validation, task-info parsing, state handling."""
+"""The provider's models: input validation, states, the task summary."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pytest
 from flux_provider.errors import InvalidInputError
 from flux_provider.models import (
     MAX_PROMPT_CHARS,
-    ApiEnvelope,
-    CreateTaskRequest,
     Flux2MaxInput,
     TaskInfo,
     TaskState,
@@ -73,102 +71,78 @@ def test_non_mapping_input_is_rejected() -> None:
 
 def test_unknown_fields_pass_through_untouched() -> None:
     data = {**GOOD, "aspect_ratio": "16:9", "guidance": 3.5, "new_knob": {"nested": [1, "two"]}}
-    assert validate_input(data).to_wire() == data
+    assert validate_input(data).parameters() == data
 
 
 def test_unset_fields_are_omitted_from_the_wire() -> None:
-    assert validate_input(GOOD).to_wire() == GOOD
+    assert validate_input(GOOD).parameters() == GOOD
 
 
-def test_create_request_uses_camel_case_and_requires_the_model() -> None:
-    request = CreateTaskRequest(callBackUrl="https://hooks.example/cb", input=GOOD)
-    assert request.to_wire() == {
-        "model": "flux-2-max",
-        "callBackUrl": "https://hooks.example/cb",
-        "input": GOOD,
-    }
-    with pytest.raises(ValueError, match="model"):
-        CreateTaskRequest(model="flux-2-pro", input=GOOD)  # type: ignore[arg-type]
+def test_data_image_uris_are_reference_images() -> None:
+    uri = "data:image/png;base64,iVBORw0KGgo="
+    assert validate_input({**GOOD, "input_urls": [uri, "https://e.x/a.png"]}).input_urls == [
+        uri,
+        "https://e.x/a.png",
+    ]
 
 
-def _info(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "taskId": "task_flux-2_1765175490366",
-        "model": "flux-2-max",
-        "state": "success",
-        "param": json.dumps({"model": "flux-2-max", "input": GOOD}),
-        "resultJson": json.dumps({"resultUrls": ["https://cdn.example/a.png"]}),
-        "failCode": "",
-        "failMsg": "",
-        "costTime": 15,
-        "completeTime": 1698765432000,
-        "createTime": 1698765400000,
-        "updateTime": 1698765432000,
-    }
-    data.update(overrides)
-    return data
+@pytest.mark.parametrize(
+    "uri", ["data:text/plain;base64,aGk=", "data:image/png,raw", "data:image/png;base64,<script>"]
+)
+def test_other_data_uris_are_refused(uri: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"input_urls\[0\].*data:image"):
+        validate_input({**GOOD, "input_urls": [uri]})
 
 
-def test_task_info_parses_string_encoded_fields() -> None:
-    info = TaskInfo.model_validate(_info())
-    assert info.state is TaskState.SUCCESS
-    assert info.result_urls == ["https://cdn.example/a.png"]
-    assert info.param == {"model": "flux-2-max", "input": GOOD}
-    assert info.fail_code is None
-    assert info.cost_time == 15
-    assert info.completed_at is not None
-    assert info.completed_at.year == 2023
-    assert json.loads(json.dumps(info.summary()))["result_urls"] == info.result_urls
-
-
-@pytest.mark.parametrize("empty", [None, ""])
-def test_empty_result_before_the_end(empty: str | None) -> None:
-    info = TaskInfo.model_validate(_info(state="generating", resultJson=empty, param=empty))
-    assert info.result_urls == []
-    assert info.param is None
-    assert not info.state.is_terminal
-
-
-def test_unknown_future_state_does_not_crash() -> None:
-    info = TaskInfo.model_validate(_info(state="upscaling"))
-    assert info.state is TaskState.UNKNOWN
-    assert info.raw_state == "upscaling"
-    assert not info.state.is_terminal
+def test_crun_name_img_urls_is_accepted_once() -> None:
+    assert validate_input({**GOOD, "img_urls": ["https://e.x/a.png"]}).input_urls == [
+        "https://e.x/a.png"
+    ]
+    with pytest.raises(InvalidInputError, match="once"):
+        validate_input({**GOOD, "img_urls": ["https://e.x/a.png"], "input_urls": ["https://e.x/b"]})
 
 
 def test_terminal_states() -> None:
-    assert {s for s in TaskState if s.is_terminal} == {TaskState.SUCCESS, TaskState.FAIL}
-
-
-def test_result_json_that_is_not_json_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="resultJson is not valid JSON"):
-        TaskInfo.model_validate(_info(resultJson="{not json"))
+    assert {s for s in TaskState if s.is_terminal} == {TaskState.SUCCESS, TaskState.FAILED}
 
 
 def test_task_id_with_path_characters_is_refused() -> None:
     with pytest.raises(ValueError, match="task id"):
-        TaskInfo.model_validate(_info(taskId="../../etc/passwd"))
+        TaskInfo(flux_task_id="../../etc/passwd", state=TaskState.RUNNING)
+
+
+def test_summary_reads_back_into_the_same_info() -> None:
+    info = TaskInfo(
+        flux_task_id="task_1",
+        state=TaskState.SUCCESS,
+        raw_state="succeeded",
+        result_urls=["https://cdn.example/a.png"],
+        credits=6,
+        created_at=1768900378,
+        completed_at=1768900406,
+        duration_s=28.0,
+    )
+    assert TaskInfo.model_validate(json.loads(json.dumps(info.summary()))) == info
 
 
 def test_failed_task_is_classified() -> None:
-    retryable = TaskInfo.model_validate(_info(state="fail", failCode=500, failMsg="GPU crashed"))
-    assert retryable.fail_code == "500"
+    retryable = TaskInfo(
+        flux_task_id="t", state=TaskState.FAILED, fail_code="501", fail_msg="GPU crashed"
+    )
     failure = retryable.failure()
     assert failure is not None
     assert failure.retryable
-    refused = TaskInfo.model_validate(
-        _info(state="fail", failCode="400", failMsg="content flagged by moderation")
+    refused = TaskInfo(
+        flux_task_id="t",
+        state=TaskState.FAILED,
+        fail_code="400",
+        fail_msg="content flagged by moderation",
     )
     failure = refused.failure()
     assert failure is not None
     assert not failure.retryable
-    assert TaskInfo.model_validate(_info()).failure() is None
-
-
-@pytest.mark.parametrize("key", ["msg", "message"])
-def test_envelope_accepts_msg_or_message(key: str) -> None:
-    envelope = ApiEnvelope.model_validate({"code": 402, key: "no credits", "data": None})
-    assert envelope.text == "no credits"
+    done = TaskInfo(flux_task_id="t", state=TaskState.SUCCESS, result_urls=["https://x/a.png"])
+    assert done.failure() is None
 
 
 def test_input_model_is_frozen_and_typed() -> None:

@@ -24,10 +24,12 @@ from flux_provider.operators import FluxGenerateImageOperator
 class DiesAfterSubmit(FluxGenerateImageOperator):
     """Fails its first try between submitting and waiting, like a worker killed there."""
 
-    def wait_and_finish(self, context: Any, flux_task_id: str, info: TaskInfo | None = None) -> Any:
+    def wait_for_result(
+        self, context: Any, flux_task_id: str, info: TaskInfo | None = None
+    ) -> dict[str, Any]:
         if context["ti"].try_number == 1:
             raise RuntimeError(f"simulated worker death after submitting {flux_task_id}")
-        return super().wait_and_finish(context, flux_task_id, info)
+        return super().wait_for_result(context, flux_task_id, info)
 
 
 def _dag(dag_id: str, operator: type[FluxGenerateImageOperator], **options: Any) -> DAG:

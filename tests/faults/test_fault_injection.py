@@ -112,13 +112,13 @@ def test_f8_not_found_right_after_create(fake_api: FakeFluxServer) -> None:
 
 
 def test_f9_failed_generation_is_retried_with_a_new_task(fake_api: FakeFluxServer) -> None:
-    fake_api.fail_next_tasks(1, fail_code="500", fail_msg="upstream GPU error")
+    fake_api.fail_next_tasks(1, code=501, message="upstream GPU error")
     assert _run("flux_test_deferred") == ("success", 2)
     assert fake_api.stats.tasks_created == 2
 
 
 def test_f9_moderated_generation_fails_without_retry(fake_api: FakeFluxServer) -> None:
-    fake_api.fail_next_tasks(1, fail_code="400", fail_msg="content flagged by moderation")
+    fake_api.fail_next_tasks(1, code=400, message="content flagged by moderation")
     assert _run("flux_test_deferred") == ("failed", 1)
     assert fake_api.stats.tasks_created == 1
 

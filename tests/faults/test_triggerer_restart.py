@@ -34,7 +34,7 @@ from cryptography.fernet import Fernet, MultiFernet
 
 from flux_provider.client import DEFAULT_WAIT_TIMEOUT
 from flux_provider.testing import FakeFluxServer
-from flux_provider.testing.wire import CREATE_PATH, POLL_PATH
+from flux_provider.testing.wire import CREATE_PATH, INFO_PATH
 from tests.conftest import API_KEY, REPO
 from tests.standalone_airflow import StandaloneAirflow, session_processes, stop_session
 
@@ -391,7 +391,7 @@ def test_f12_triggerer_restart_mid_poll_resumes_the_same_flux_task(
     stats = fake_flux.stats
     assert (stats.create_requests, stats.tasks_created) == (1, 1)
     assert [r.path for r in stats.requests if r.method == "POST"] == [CREATE_PATH]
-    polled = [r.query.get("taskId") for r in stats.requests if r.path == POLL_PATH]
+    polled = [r.query.get("task_id") for r in stats.requests if r.path == INFO_PATH]
     assert set(polled) == {flux_task_id}
     assert polls_at_kill < polls_before_completion < stats.poll_requests
 

@@ -24,10 +24,17 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from flux_provider.client import DEFAULT_CREATE_PATH, DEFAULT_INFO_PATH
+from flux_provider.config import (
+    DEFAULT_BALANCE_PATH,
+    DEFAULT_CREATE_PATH,
+    DEFAULT_ESTIMATE_PATH,
+    DEFAULT_INFO_PATH,
+)
 
 CREATE_PATH = DEFAULT_CREATE_PATH
 POLL_PATH = DEFAULT_INFO_PATH
+BALANCE_PATH = DEFAULT_BALANCE_PATH
+ESTIMATE_PATH = DEFAULT_ESTIMATE_PATH
 WRITE_CHUNK = 64 * 1024
 SEND_BUFFER = 64 * 1024
 WRITE_TIMEOUT = 10.0
@@ -77,34 +84,48 @@ def json_answer(payload: Any, *, status: int = 200, **options: Any) -> Answer:
     return Answer(status=status, prefix=json.dumps(payload).encode(), **options)
 
 
-def envelope(data: Any, *, code: int = 200, msg: str = "success") -> dict[str, Any]:
-    """The API's ``{"code", "msg", "data"}`` answer object."""
-    return {"code": code, "msg": msg, "data": data}
+def envelope(data: Any, *, code: Any = 200, message: Any = "success") -> dict[str, Any]:
+    """The API's ``{"code", "message", "data"}`` answer object."""
+    return {"code": code, "message": message, "data": data}
 
 
-def task_record(
+def success_result(urls: list[str]) -> dict[str, Any]:
+    """The ``result`` object of a task that ended in ``success``."""
+    return {"code": 200, "message": "success", "media_urls": urls}
+
+
+def task_data(
     flux_task_id: str = "task_hostile_1",
     *,
-    state: str = "success",
-    result_urls: list[str] | None = None,
+    status: Any = "success",
+    media_urls: list[str] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """A recordInfo ``data`` object (resultJson encoded as a string, as the API does)."""
-    record: dict[str, Any] = {
-        "taskId": flux_task_id,
-        "model": "flux-2-max",
-        "state": state,
-        "param": "",
-        "resultJson": json.dumps({"resultUrls": result_urls or []}),
-        "failCode": "",
-        "failMsg": "",
-        "costTime": 1,
-        "completeTime": 1_700_000_001_000,
-        "createTime": 1_700_000_000_000,
-        "updateTime": 1_700_000_001_000,
+    """A ``TaskInfo`` ``data`` object as Crun documents it, ended unless ``status`` says not.
+
+    ``result`` holds ``media_urls`` on success and ``null`` otherwise; any field,
+    ``result`` included, can be replaced through ``overrides``.
+    """
+    ended = status in ("success", "failed")
+    data: dict[str, Any] = {
+        "task_id": flux_task_id,
+        "provider": "Black Forest Labs",
+        "model_version": "flux-2-max",
+        "status": status,
+        "param": {
+            "model": "flux-2-max",
+            "callback_url": None,
+            "input": {"prompt": "a fox in the snow"},
+        },
+        "create_at": 1_700_000_000,
+        "result": success_result(media_urls or []) if status == "success" else None,
+        "duration_s": 1.5 if ended else None,
+        "complete_at": 1_700_000_002 if ended else None,
+        "credits": 6 if ended else None,
+        "source": "api",
     }
-    record.update(overrides)
-    return record
+    data.update(overrides)
+    return data
 
 
 @dataclass(frozen=True)
@@ -189,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._state.seen.append(seen)
             route = self._state.routes.get(path)
         if route is None:
-            answer = json_answer(envelope(None, code=404, msg="not found"), status=404)
+            answer = json_answer(envelope(None, code=404, message="not found"), status=404)
         else:
             answer = route(seen) if callable(route) else route
         self._answer(answer)

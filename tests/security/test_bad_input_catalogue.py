@@ -12,6 +12,7 @@ rendered with Airflow's template machinery and executed, and must fail with
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -26,7 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from flux_provider.models import MAX_PROMPT_CHARS
 from flux_provider.operators import FluxGenerateImageOperator
-from flux_provider.testing import FakeFluxServer
+from flux_provider.testing import FakeFluxServer, render_image
 from tests.security.support import KEY, task_context
 
 Stage = Literal["parse", "run"]
@@ -48,6 +49,10 @@ class Bad:
 
 def _urls(count: int) -> list[str]:
     return [f"https://img.example/{index}.png" for index in range(count)]
+
+
+PNG_BASE64 = base64.b64encode(render_image("reference", 1, "1:1")).decode()
+DATA_PNG = f"data:image/png;base64,{PNG_BASE64}"
 
 
 CATALOGUE: list[Bad] = [
@@ -75,6 +80,17 @@ CATALOGUE: list[Bad] = [
         {"max_consecutive_errors": -1},
     ),
     Bad("max-download-bytes-zero", PARSE, "max_download_bytes", "> 0", {"max_download_bytes": 0}),
+    *(
+        Bad(f"{name.replace('_', '-')}-{label}", PARSE, name, ">= 0", {name: value})
+        for name in ("min_balance", "max_credits")
+        for label, value in (
+            ("negative", -1),
+            ("nan", math.nan),
+            ("infinite", math.inf),
+            ("string", "100"),
+            ("list", [100]),
+        )
+    ),
     # -- templated fields: rendered, then rejected before the create request ------------
     Bad("prompt-empty", RUN, "prompt", "at least 1 character", {"prompt": ""}),
     Bad("prompt-whitespace", RUN, "prompt", "must not be blank", {"prompt": " \n\t "}),
@@ -115,6 +131,60 @@ CATALOGUE: list[Bad] = [
         "input_urls[0]",
         "absolute http(s) URL",
         {"input_urls": ["//img.example/a.png"]},
+    ),
+    *(
+        Bad(
+            f"input-url-{label}",
+            RUN,
+            "input_urls[0]",
+            "data:image/...;base64, URI",
+            {"input_urls": [uri]},
+        )
+        for label, uri in (
+            ("data-text-plain", f"data:text/plain;base64,{PNG_BASE64}"),
+            ("data-html", "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="),
+            ("data-image-not-base64", "data:image/png,raw-bytes"),
+            ("data-image-bad-base64", "data:image/png;base64,!!not*base64!!"),
+            ("data-image-empty", "data:image/png;base64,"),
+            ("data-no-type", f"data:;base64,{PNG_BASE64}"),
+            ("data-image-no-subtype", f"data:image/;base64,{PNG_BASE64}"),
+            ("data-uppercase-not-an-image", f"DATA:TEXT/plain;base64,{PNG_BASE64}"),
+        )
+    ),
+    Bad(
+        "input-url-data-second-of-two",
+        RUN,
+        "input_urls[1]",
+        "data:image/...;base64, URI",
+        {"input_urls": [DATA_PNG, "data:application/pdf;base64,JVBERi0xLjQK"]},
+    ),
+    Bad(
+        "img-urls-in-extra-input-and-input-urls",
+        RUN,
+        "img_urls",
+        "give the reference images once, as input_urls",
+        {"input_urls": _urls(1), "extra_input": {"img_urls": _urls(1)}},
+    ),
+    Bad(
+        "img-urls-in-extra-input-file-url",
+        RUN,
+        "input_urls[0]",
+        "absolute http(s) URL",
+        {"extra_input": {"img_urls": ["file:///etc/passwd"]}},
+    ),
+    Bad(
+        "img-urls-in-extra-input-nine",
+        RUN,
+        "input_urls",
+        "at most 8 items",
+        {"extra_input": {"img_urls": _urls(9)}},
+    ),
+    Bad(
+        "prompt-blank-with-credit-checks",
+        RUN,
+        "prompt",
+        "must not be blank",
+        {"prompt": "   ", "min_balance": 1, "max_credits": 100},
     ),
     Bad(
         "input-urls-renders-to-a-string",
@@ -194,7 +264,7 @@ CATALOGUE: list[Bad] = [
         "base-url-ftp",
         RUN,
         "base_url",
-        "absolute http(s) URL such as 'https://api.kie.ai'",
+        "absolute http(s) URL such as 'https://api.crun.ai'",
         connection={"host": "ftp://api.flux.example"},
     ),
     Bad(
@@ -258,7 +328,15 @@ CATALOGUE: list[Bad] = [
         RUN,
         "create_path",
         "start with '/'",
-        connection={"extra": {"create_path": "api/v1/jobs/createTask"}},
+        connection={"extra": {"create_path": "api/v1/client/job/CreateTask"}},
+    ),
+    Bad(
+        "connection-balance-path-relative",
+        RUN,
+        "balance_path",
+        "start with '/'",
+        kwargs={"min_balance": 1},
+        connection={"extra": {"balance_path": "api/v1/client/account/balance"}},
     ),
     Bad(
         "connection-header-name-blank",
@@ -315,8 +393,14 @@ def test_the_catalogue_covers_the_issue() -> None:
     ids = [case.id for case in CATALOGUE]
     assert len(ids) == len(set(ids))
     assert len(CATALOGUE) >= 25
+    parse = sum(case.stage == PARSE for case in CATALOGUE)
+    print(f"\nbad inputs: {len(CATALOGUE)} rows, {parse} fail at parse time")
+    assert sum("data" in case.id for case in CATALOGUE) >= 8
     fields = {case.param.split("[")[0] for case in CATALOGUE}
     assert fields >= {
+        "min_balance",
+        "max_credits",
+        "img_urls",
         "prompt",
         "input_urls",
         "aspect_ratio",
@@ -332,8 +416,8 @@ def test_the_catalogue_covers_the_issue() -> None:
 
 
 def _python(value: Any) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return 'float("nan")'
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
     return repr(value)
 
 
@@ -370,3 +454,60 @@ def test_parse_time_rows_are_import_errors_of_a_real_dagbag(tmp_path: Path) -> N
         assert case.param in errors[file_name]
         assert case.allowed in errors[file_name]
     assert bag.dag_ids == [f"file_{len(parse_rows)}"]
+
+
+@pytest.mark.parametrize(
+    "references",
+    [
+        {"input_urls": [DATA_PNG]},
+        {"input_urls": [DATA_PNG, "data:image/jpeg;base64,/9j/4AAQSkZJRg==", *_urls(1)]},
+        {"input_urls": ["data:image/webp;base64,UklGRhoAAABXRUJQ\nVlA4IA4AAAAwAQCdASoBAAEAAQ=="]},
+        {"extra_input": {"img_urls": [DATA_PNG]}},
+        {"input_urls": [f"DATA:Image/png;base64,{PNG_BASE64}"]},
+    ],
+    ids=[
+        "png",
+        "png-jpeg-and-url",
+        "webp-with-line-break",
+        "img-urls-in-extra-input",
+        "scheme-in-any-case",
+    ],
+)
+def test_valid_data_image_uris_are_accepted_and_sent_as_img_urls(
+    fake_api: FakeFluxServer, references: dict[str, Any]
+) -> None:
+    """Positive control of the data-URI rows: well-formed ones reach the API untouched."""
+    expected = references.get("input_urls") or references["extra_input"]["img_urls"]
+    with DAG(dag_id="good_data_uris", schedule=None, start_date=datetime(2026, 1, 1)):
+        operator = FluxGenerateImageOperator(
+            **{**GOOD, "deferrable": False, "wait_for_completion": False, **references}
+        )
+    context = task_context()
+    operator.render_template_fields(cast(Any, context))
+
+    result = operator.execute(context)
+
+    (task,) = fake_api.tasks.values()
+    assert task.flux_task_id == result["flux_task_id"]
+    assert task.input["img_urls"] == expected
+    assert "input_urls" not in task.input
+    assert fake_api.stats.create_requests == 1
+
+
+def test_a_refused_reference_image_is_not_echoed_whole(
+    fake_api: FakeFluxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 5 MB refused reference (not an image type): the error stays a log line, not 5 MB."""
+    _use_connection(fake_api, Bad("good", RUN, "", ""), monkeypatch)
+    huge = "DATA:text/plain;base64," + "A" * (5 << 20)
+    operator = _operator(Bad("huge", RUN, "", "", {"input_urls": [huge]}))
+    with pytest.raises(AirflowFailException, match=re.escape("input_urls[0]")) as info:
+        operator.execute(task_context())
+    assert fake_api.stats.requests == []
+    assert len(str(info.value)) < 10_000
+
+
+@pytest.mark.parametrize("name", ["min_balance", "max_credits"])
+def test_a_bool_is_not_a_credit_limit(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        _operator(Bad("bool", PARSE, name, "", {name: True}))

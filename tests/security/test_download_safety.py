@@ -17,7 +17,8 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from flux_provider.client import ClientConfig, FluxClient
+from flux_provider.client import FluxClient
+from flux_provider.config import ClientConfig
 from flux_provider.downloads import (
     MAX_REDIRECTS,
     ResultDownloader,
@@ -26,6 +27,7 @@ from flux_provider.downloads import (
     private_hosts_allowed,
 )
 from flux_provider.operators import FluxGenerateImageOperator
+from flux_provider.outcomes import FluxTaskError
 from flux_provider.testing import FakeFluxServer, render_image
 from tests.security.hostile import (
     CREATE_PATH,
@@ -35,7 +37,7 @@ from tests.security.hostile import (
     HostileServer,
     envelope,
     json_answer,
-    task_record,
+    task_data,
 )
 from tests.security.support import HOSTILE_CONN_ID, KEY, task_context
 
@@ -47,7 +49,7 @@ PUBLIC_IP = "93.184.215.14"
 
 DNS = {
     "localhost": ["127.0.0.1"],
-    "api.kie.ai": ["104.21.0.1", "2606:4700::6812:1"],
+    "api.crun.ai": ["104.21.0.1", "2606:4700::6812:1"],
     "cdn.example": [PUBLIC_IP],
     "cdn2.example": ["93.184.215.15"],
     "flux.corp.internal": ["10.4.5.6"],
@@ -134,7 +136,7 @@ BASE_URLS = [
     ("https://flux.corp.internal", True),
     ("https://sixfour.example", True),
     (f"https://{PUBLIC_IP}", False),
-    ("https://api.kie.ai", False),
+    ("https://api.crun.ai", False),
     ("https://mixed.example", False),
     ("https://unresolvable.example", False),
     ("not a url", False),
@@ -215,6 +217,23 @@ def test_an_octal_metadata_address_is_refused(
     with pytest.raises(ResultRejectedError, match="refusing to download"):
         private_api.download_all(["http://0251.0376.0251.0376/latest/"], tmp_path, "task_1")
     assert spy.urls == []
+
+
+def test_the_default_downloader_refuses_a_loopback_result_url(
+    images: HostileServer, tmp_path: Path
+) -> None:
+    """Without ``allow_private_hosts`` only public hosts are fetched: the fake's own URLs too."""
+    downloader = ResultDownloader(sleep=lambda s: None)
+    try:
+        assert downloader.allow_private_hosts is False
+        for url in (images.url("/ok.png"), f"http://localhost:{images.port}/ok.png"):
+            with pytest.raises(ResultRejectedError, match="the API is public") as info:
+                downloader.download_all([url], tmp_path, "task_1")
+            assert not info.value.retryable
+    finally:
+        downloader.close()
+    assert images.seen == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_private_api_may_serve_results_from_loopback(
@@ -362,7 +381,7 @@ def test_the_size_cap_is_enforced_while_streaming(
         "/big.png",
         Answer(prefix=PNG, filler=BIG, content_type="image/png", framing=framing),
     )
-    capped = ResultDownloader(max_bytes=MIB, sleep=lambda s: None)
+    capped = ResultDownloader(max_bytes=MIB, sleep=lambda s: None, allow_private_hosts=True)
     try:
         with pytest.raises(ResultRejectedError, match=f"{MIB}-byte cap") as info:
             capped.download_all([images.url("/big.png")], tmp_path, "task_1")
@@ -430,19 +449,27 @@ def test_unsafe_task_ids_never_become_file_names(
 
 
 @pytest.mark.parametrize(
-    ("result_url", "fragment"),
+    ("result_url", "fragment", "error"),
     [
-        ("file:///etc/passwd", "only absolute http"),
-        ("http://169.254.169.254/latest/meta-data/", "never allowed"),
-        ("javascript:alert(document.cookie)", "only absolute http"),
+        # Not a URL the wire reads as a result: dropped, so the success holds no image.
+        ("file:///etc/passwd", "holds no image URL", FluxTaskError),
+        ("javascript:alert(document.cookie)", "holds no image URL", FluxTaskError),
+        ("data:image/png;base64,iVBORw0KGgo=", "holds no image URL", FluxTaskError),
+        # An http URL the downloader refuses.
+        ("http://169.254.169.254/latest/meta-data/", "never allowed", AirflowFailException),
+        ("http://[fe80::1]/a.png", "never allowed", AirflowFailException),
     ],
 )
 def test_the_operator_refuses_hostile_result_urls(
-    hostile_conn: HostileServer, tmp_path: Path, result_url: str, fragment: str
+    hostile_conn: HostileServer,
+    tmp_path: Path,
+    result_url: str,
+    fragment: str,
+    error: type[Exception],
 ) -> None:
-    hostile_conn.route(CREATE_PATH, json_answer(envelope({"taskId": "task_op_1"})))
+    hostile_conn.route(CREATE_PATH, json_answer(envelope({"task_id": "task_op_1"})))
     hostile_conn.route(
-        POLL_PATH, json_answer(envelope(task_record("task_op_1", result_urls=[result_url])))
+        POLL_PATH, json_answer(envelope(task_data("task_op_1", media_urls=[result_url])))
     )
     operator = FluxGenerateImageOperator(
         task_id="generate",
@@ -451,9 +478,11 @@ def test_the_operator_refuses_hostile_result_urls(
         deferrable=False,
         download_to=str(tmp_path / "out"),
     )
-    with pytest.raises(AirflowFailException, match=fragment):
+    with pytest.raises(error, match=fragment):
         operator.execute(task_context())
-    assert list((tmp_path / "out").iterdir()) == []
+    assert {seen.path for seen in hostile_conn.seen} == {CREATE_PATH, POLL_PATH}
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 def _success_event(url: str) -> dict[str, Any]:
@@ -464,10 +493,10 @@ def _success_event(url: str) -> dict[str, Any]:
         "result_urls": [url],
         "fail_code": None,
         "fail_msg": None,
-        "cost_time": 1,
-        "create_time": 1,
-        "complete_time": 2,
-        "update_time": 2,
+        "credits": 6.0,
+        "created_at": 1.0,
+        "completed_at": 2.0,
+        "duration_s": 1.0,
     }
     return {"status": "success", "flux_task_id": "task_pub_1", "task": summary}
 

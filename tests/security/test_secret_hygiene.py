@@ -5,10 +5,14 @@ LocalExecutor, SQLite) runs ``flux_text_to_image`` against the fake API, whose
 key is a distinctive ``sk-flux-LEAKCHECK-<hex>``. Five runs, one after the other:
 
 1. success, through the triggerer;
-2. the create answers 401 with a message that echoes the key;
-3. the create answers 422, echoing the key;
-4. the triggerer's poll answers 401, echoing the key;
-5. the task ends in ``fail`` with a ``failMsg`` that echoes the key.
+2. ``CreateTask`` answers 401 with a message that echoes the key;
+3. ``CreateTask`` answers 422, echoing the key;
+4. the triggerer's ``TaskInfo`` poll answers 401, echoing the key;
+5. the task ends ``failed`` with a failure message (``result.message``) that echoes the key.
+
+Then the connection's Test button is pressed through the REST API (the API
+server runs the hook's ``test_connection``), and the balance endpoint it asks
+answers 401, echoing the key.
 
 The fake's tasks never end on their own: the test ends each one once the
 trigger row exists, so every deferred run is observed while deferred. Then the
@@ -18,8 +22,9 @@ processor logs, ``standalone.log``, the SQLite file itself), every cell of every
 table and the ``iterdump()`` text, the trigger rows (decrypted with Airflow's
 own code) and task-instance ``next_kwargs`` captured while the runs went on, and
 the REST API's answers (runs, task instances with rendered fields, tries,
-XCom values, logs, event log, connections). It must be found 0 times; each
-search also has a positive control proving it looks where the run's data is.
+XCom values, logs, event log, connections, the Test button's verdict). It must
+be found 0 times; each search also has a positive control proving it looks
+where the run's data is.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class Captured:
     trigger_rows: dict[tuple[int, str], tuple[str, str]] = field(default_factory=dict)
     """(id, created_date) -> (classpath, kwargs): SQLite reuses the id of a deleted row."""
     next_kwargs: set[str] = field(default_factory=set)
+    test_button: dict[str, Any] = field(default_factory=dict)
+    """The REST API's answer to the connection test, once it was pressed."""
 
 
 def _db(standalone: StandaloneAirflow) -> sqlite3.Connection:
@@ -195,7 +202,10 @@ def standalone(
     tmp_path_factory: pytest.TempPathFactory, fake: FakeFluxServer
 ) -> Iterator[StandaloneAirflow]:
     home = tmp_path_factory.mktemp("leakcheck-airflow-home")
-    extra_env = {"AIRFLOW_CONN_FLUX_DEFAULT": fake.airflow_connection_json()}
+    extra_env = {
+        "AIRFLOW_CONN_FLUX_DEFAULT": fake.airflow_connection_json(),
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+    }
     with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=extra_env) as sa:
         yield sa
 
@@ -229,11 +239,19 @@ def runs(standalone: StandaloneAirflow, fake: FakeFluxServer) -> tuple[dict[str,
         ),
     )
     go(
-        Run("failmsg-echo", "failed"),
+        Run("failure-message-echo", "failed"),
         when_deferred=lambda flux_task_id: fake.fail(
-            flux_task_id, fail_code="422", fail_msg=f"content refused for account {KEY}"
+            flux_task_id, code=422, message=f"content refused for account {KEY}"
         ),
     )
+    # The Test button of the stored connection, as the UI sends it (the key is not re-sent).
+    fake.add_fault(Fault(endpoint="balance", status=401, message=f"key {KEY} has no balance"))
+    captured.test_button = standalone.api(
+        "POST",
+        "/api/v2/connections/test",
+        json={"connection_id": "flux_default", "conn_type": "flux", "host": fake.base_url},
+    )
+    fake.clear_faults()
     return done, captured
 
 
@@ -249,18 +267,22 @@ def test_the_runs_went_as_scripted(
     assert [name for name, run in done.items() if run.deferred] == [
         "success",
         "poll-401-in-triggerer",
-        "failmsg-echo",
+        "failure-message-echo",
     ]
     assert len(captured.trigger_rows) >= 3  # one per deferred run, captured while it existed
     assert fake.stats.create_requests == 5
     assert fake.stats.tasks_created == 3
     assert fake.stats.image_requests == 1
+    # The Test button asked for the balance once, and reported the 401 without the key.
+    assert fake.stats.balance_requests == 1
+    assert captured.test_button["status"] is False, captured.test_button
+    assert "key *** has no balance" in captured.test_button["message"]
 
 
 def test_key_is_in_no_file_of_the_airflow_home(
     runs: tuple[dict[str, Run], Captured], standalone: StandaloneAirflow
 ) -> None:
-    """Task logs, trigger logs, triggerer/scheduler/processor logs, standalone.log, the DB file."""
+    """Task logs, trigger logs, triggerer/scheduler/processor/API server logs, the DB file."""
     done, _ = runs
     search = Search()
     files = sorted(path for path in standalone.home.rglob("*") if path.is_file())
@@ -279,7 +301,7 @@ def test_key_is_in_no_file_of_the_airflow_home(
     assert "invalid key ***" in everything  # create-401, worker side
     assert "bad input sent with ***" in everything  # create-422
     assert "key *** was revoked" in everything  # poll-401, triggerer side
-    assert "content refused for account ***" in everything  # failMsg echo
+    assert "content refused for account ***" in everything  # the failure message's echo
     assert (standalone.home / "airflow.db").stat().st_size > 0
     assert search.places >= len(task_logs) + len(trigger_logs) + 2
 
@@ -360,8 +382,9 @@ def test_key_is_in_no_trigger_row_and_no_trigger_event(
 def test_key_is_in_no_answer_of_the_rest_api(
     runs: tuple[dict[str, Run], Captured], standalone: StandaloneAirflow
 ) -> None:
-    """Runs, task instances (rendered fields), tries, XCom values, logs, event log, connections."""
-    done, _ = runs
+    """Runs, task instances (rendered fields), tries, XCom values, logs, event log, connections,
+    and the Test button's verdict."""
+    done, captured = runs
     search = Search()
     texts: dict[str, str] = {}
 
@@ -386,6 +409,8 @@ def test_key_is_in_no_answer_of_the_rest_api(
     get("/api/v2/connections")
     get(f"/api/v2/dags/{DAG_ID}/details")
     get("/api/v2/importErrors")
+    texts["POST /api/v2/connections/test"] = json.dumps(captured.test_button)
+    search.look("POST /api/v2/connections/test", texts["POST /api/v2/connections/test"])
     print(f"\nsearched {search.places} REST answers")
     assert search.found == [], "\n".join(search.found)
 
@@ -400,6 +425,7 @@ def test_key_is_in_no_answer_of_the_rest_api(
         f"{base}/{done['poll-401-in-triggerer'].run_id}/taskInstances/{TASK_ID}/logs/1"
     ]
     assert "key *** was revoked" in poll_401_log
+    assert "key *** has no balance" in texts["POST /api/v2/connections/test"]
 
 
 def test_key_is_registered_with_the_secrets_masker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,27 +27,32 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from flux_provider.client import ClientConfig, FluxClient, shared_ssl_context
+from flux_provider.client import FluxClient
+from flux_provider.config import DEFAULT_BASE_URL, ClientConfig, shared_ssl_context
 from flux_provider.downloads import ResultDownloader
 from flux_provider.errors import TransportError
 from flux_provider.hooks import FluxHook
 from flux_provider.operators import FluxGenerateImageOperator
 from flux_provider.testing import render_image
 from tests.security.hostile import (
+    BALANCE_PATH,
     CREATE_PATH,
+    ESTIMATE_PATH,
     POLL_PATH,
     Answer,
     HostileServer,
     envelope,
     json_answer,
-    task_record,
+    task_data,
 )
 from tests.security.support import HOSTILE_CONN_ID, KEY, run_trigger, task_context, trigger_for
 
 PNG = render_image("tls test", 1, "1:1")
 
-BASE_URLS: list[tuple[str, dict[str, Any], str | None]] = [
+BASE_URLS: list[tuple[str | None, dict[str, Any], str | None]] = [
     # (connection host, extras, the base URL the client gets; None = refused)
+    (None, {}, DEFAULT_BASE_URL),
+    ("api.crun.ai", {}, "https://api.crun.ai"),
     ("https://api.flux.example", {}, "https://api.flux.example"),
     ("flux.example.com", {}, "https://flux.example.com"),
     ("http://api.flux.example", {}, None),
@@ -67,9 +72,11 @@ BASE_URLS: list[tuple[str, dict[str, Any], str | None]] = [
 
 @pytest.mark.parametrize(("host", "extras", "expected"), BASE_URLS)
 def test_base_url_must_be_https_unless_loopback_or_opted_in(
-    monkeypatch: pytest.MonkeyPatch, host: str, extras: dict[str, Any], expected: str | None
+    monkeypatch: pytest.MonkeyPatch, host: str | None, extras: dict[str, Any], expected: str | None
 ) -> None:
-    connection = {"conn_type": "flux", "host": host, "password": KEY, "extra": extras}
+    connection: dict[str, Any] = {"conn_type": "flux", "password": KEY, "extra": extras}
+    if host is not None:
+        connection["host"] = host
     monkeypatch.setenv("AIRFLOW_CONN_FLUX_TLS", json.dumps(connection))
     hook = FluxHook(flux_conn_id="flux_tls")
     if expected is None:
@@ -82,7 +89,9 @@ def test_base_url_must_be_https_unless_loopback_or_opted_in(
 
 
 def test_the_client_verifies_certificates_and_host_names() -> None:
-    verify = ClientConfig(api_key=KEY).httpx_options()["verify"]
+    config = ClientConfig(api_key=KEY)
+    assert config.base_url == "https://api.crun.ai"
+    verify = config.httpx_options()["verify"]
     assert verify is shared_ssl_context()
     assert verify.verify_mode is ssl.CERT_REQUIRED
     assert verify.check_hostname is True
@@ -131,6 +140,48 @@ async def test_api_redirects_are_not_followed_by_the_trigger(
     assert [seen.path for seen in hostile_conn.seen] == [POLL_PATH]
 
 
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [(BALANCE_PATH, {"min_balance": 1}), (ESTIMATE_PATH, {"max_credits": 100})],
+    ids=["balance", "estimate"],
+)
+@pytest.mark.parametrize("status", REDIRECTS)
+def test_api_redirects_are_not_followed_by_the_credit_checks(
+    hostile_conn: HostileServer,
+    thief: HostileServer,
+    status: int,
+    path: str,
+    options: dict[str, Any],
+) -> None:
+    hostile_conn.route(path, _redirect(status, f"http://localhost:{thief.port}/steal"))
+    operator = FluxGenerateImageOperator(
+        task_id="generate",
+        prompt="a fox",
+        flux_conn_id=HOSTILE_CONN_ID,
+        deferrable=True,
+        **options,
+    )
+    with pytest.raises(AirflowFailException, match=f"unexpected code {status}"):
+        operator.execute(task_context())
+    assert thief.seen == []
+    (request,) = hostile_conn.seen  # nothing was submitted
+    assert request.path == path
+    assert request.headers["x-api-key"] == KEY
+
+
+@pytest.mark.parametrize("status", REDIRECTS)
+def test_api_redirects_are_not_followed_by_the_test_button(
+    hostile_conn: HostileServer, thief: HostileServer, status: int
+) -> None:
+    hostile_conn.route(BALANCE_PATH, _redirect(status, f"http://localhost:{thief.port}/steal"))
+    ok, message = FluxHook(flux_conn_id=HOSTILE_CONN_ID).test_connection()
+    assert not ok
+    assert f"unexpected code {status}" in message
+    assert KEY not in message
+    assert thief.seen == []
+    assert [seen.path for seen in hostile_conn.seen] == [BALANCE_PATH]
+
+
 @pytest.mark.parametrize("header_name", ["x-api-key", "Authorization", "X-Flux-Token"])
 def test_result_downloads_never_carry_the_key(
     hostile: HostileServer,
@@ -144,10 +195,10 @@ def test_result_downloads_never_carry_the_key(
         f"AIRFLOW_CONN_{HOSTILE_CONN_ID.upper()}",
         hostile.connection_json(KEY, header_name=header_name),
     )
-    hostile.route(CREATE_PATH, json_answer(envelope({"taskId": "task_dl_1"})))
+    hostile.route(CREATE_PATH, json_answer(envelope({"task_id": "task_dl_1"})))
     hostile.route(
         POLL_PATH,
-        json_answer(envelope(task_record("task_dl_1", result_urls=[thief.url("/r/1.png")]))),
+        json_answer(envelope(task_data("task_dl_1", media_urls=[thief.url("/r/1.png")]))),
     )
     thief.route("/r/1.png", _redirect(302, thief.url("/cdn/1.png")))
     thief.route("/cdn/1.png", Answer(prefix=PNG, content_type="image/png"))
@@ -213,7 +264,7 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContex
 @pytest.fixture
 def tls_server(self_signed: tuple[ssl.SSLContext, bytes]) -> Iterator[HostileServer]:
     with HostileServer(tls=self_signed[0]) as server:
-        server.route(POLL_PATH, json_answer(envelope(task_record("task_1"))))
+        server.route(POLL_PATH, json_answer(envelope(task_data("task_1", media_urls=[]))))
         server.route("/img.png", Answer(prefix=PNG, content_type="image/png"))
         yield server
 
@@ -239,6 +290,17 @@ def test_sync_client_refuses_an_untrusted_certificate_before_sending(
     assert KEY not in str(info.value)
 
 
+def test_the_test_button_refuses_an_untrusted_certificate_before_sending(
+    tls_server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{HOSTILE_CONN_ID.upper()}", tls_server.connection_json(KEY))
+    ok, message = FluxHook(flux_conn_id=HOSTILE_CONN_ID).test_connection()
+    assert not ok
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert KEY not in message
+    assert tls_server.seen == []
+
+
 async def test_trigger_refuses_an_untrusted_certificate_before_sending(
     tls_server: HostileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,7 +314,8 @@ async def test_trigger_refuses_an_untrusted_certificate_before_sending(
 def test_downloads_refuse_an_untrusted_certificate(
     tls_server: HostileServer, tmp_path: Path
 ) -> None:
-    downloader = ResultDownloader(sleep=lambda seconds: None)
+    # Private hosts allowed: the server is on loopback, and the refusal must come from TLS.
+    downloader = ResultDownloader(sleep=lambda seconds: None, allow_private_hosts=True)
     try:
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
             downloader.download_all([tls_server.url("/img.png")], tmp_path, "task_1")

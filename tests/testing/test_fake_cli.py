@@ -3,91 +3,215 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
+import shlex
 import signal
 import subprocess
 import sys
 import textwrap
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 30.0
+from .support import (
+    BALANCE,
+    CREATE,
+    INFO,
+    WAIT,
+    LineReader,
+    body,
+    subprocess_env,
+)
+
+TIMEOUT = WAIT * 6
+READY = re.compile(r"FLUX fake API listening on (http://127\.0\.0\.1:(\d+))")
+CONNECTION = re.compile(r"AIRFLOW_CONN_FLUX_DEFAULT=(.+)")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+class Cli:
+    """A running ``python -m flux_provider.testing`` and its announced address."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.process = process
+        self.lines = LineReader(process.stdout)
+        first = self.lines.next()
+        match = READY.fullmatch(first)
+        assert match, first
+        self.base_url = match[1]
+        self.connection_line = self.lines.next()
 
 
 @pytest.fixture
-def cli() -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flux_provider.testing", "--port", "0", "--api-key", "cli-key"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    try:
-        yield process
-    finally:
+def start_cli() -> Iterator[Callable[..., Cli]]:
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, stdin: int | None = subprocess.DEVNULL) -> Cli:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flux_provider.testing", "--port", "0", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+        )
+        processes.append(process)
+        return Cli(process)
+
+    yield start
+    for process in processes:
         if process.poll() is None:
             process.kill()
-        process.communicate(timeout=TIMEOUT)
+        process.wait(timeout=TIMEOUT)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
-def _no_proxy_open(request: urllib.request.Request) -> tuple[int, bytes]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=TIMEOUT) as response:
-        return int(response.status), bytes(response.read())
-
-
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_cli_serves_until_signalled(
-    cli: subprocess.Popen[str], stop_signal: signal.Signals
-) -> None:
-    assert cli.stdout is not None
-    readable, _, _ = select.select([cli.stdout], [], [], TIMEOUT)
-    assert readable, "the server never announced itself"
-    line = cli.stdout.readline()
-    match = re.fullmatch(r"FLUX fake API listening on (http://127\.0\.0\.1:(\d+))\n", line)
-    assert match, line
-    assert int(match[2]) > 0
-
-    request = urllib.request.Request(  # noqa: S310 - the loopback URL the CLI printed
-        f"{match[1]}/api/v1/jobs/createTask",
-        data=json.dumps({"model": "flux-2-max", "input": {"prompt": "cli"}}).encode(),
-        headers={"x-api-key": "cli-key", "Content-Type": "application/json"},
-        method="POST",
-    )
-    status, body = _no_proxy_open(request)
-    assert status == 200
-    assert json.loads(body)["data"]["taskId"].startswith("task_flux-2_")
-
-    cli.send_signal(stop_signal)
-    assert cli.wait(timeout=TIMEOUT) == 0
-
-
-def test_cli_refuses_a_non_loopback_host() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flux_provider.testing", "--host", "0.0.0.0", "--port", "0"],
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flux_provider.testing", "--port", "0", *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=subprocess_env(),
         timeout=TIMEOUT,
         check=False,
     )
 
+
+def _client(base_url: str, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url, headers={"x-api-key": key}, timeout=WAIT, trust_env=False
+    )
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serves_until_signalled(
+    start_cli: Callable[..., Cli], stop_signal: signal.Signals
+) -> None:
+    cli = start_cli("--api-key", "cli-key")
+
+    with _client(cli.base_url, "cli-key") as http:
+        response = http.post(CREATE, json=body())
+    cli.process.send_signal(stop_signal)
+
+    assert response.status_code == 200
+    assert re.fullmatch(r"task_[0-9a-f]+", response.json()["data"]["task_id"])
+    assert cli.process.wait(timeout=TIMEOUT) == 0
+
+
+def test_cli_prints_a_pasteable_connection_line(start_cli: Callable[..., Cli]) -> None:
+    key = """it's "a" $KEY"""
+    cli = start_cli("--api-key", key)
+
+    match = CONNECTION.fullmatch(cli.connection_line)
+    assert match, cli.connection_line
+    (word,) = shlex.split(cli.connection_line)
+    assert json.loads(word.partition("=")[2]) == {
+        "conn_type": "flux",
+        "host": cli.base_url,
+        "password": key,
+    }
+    shell = subprocess.run(
+        ["sh", "-c", f'export {cli.connection_line}; printf %s "$AIRFLOW_CONN_FLUX_DEFAULT"'],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert json.loads(shell.stdout)["password"] == key
+
+
+def test_cli_wire_options(start_cli: Callable[..., Cli]) -> None:
+    cli = start_cli(
+        "--api-key",
+        "k",
+        "--duration",
+        "0",
+        "--status-words",
+        "pending=queued, success=SUCCEEDED",
+        "--result-shape",
+        "url",
+        "--failure-shape",
+        "fail_msg",
+        "--balance",
+        "20",
+        "--credits-per-image",
+        "8",
+    )
+
+    with _client(cli.base_url, "k") as http:
+        task_id = http.post(CREATE, json=body()).json()["data"]["task_id"]
+        data = http.get(INFO, params={"task_id": task_id}).json()["data"]
+        balance = http.get(BALANCE).json()["data"]["balance"]
+        refused = http.post(CREATE, json=body(resolution="2K"))
+
+    assert data["status"] == "SUCCEEDED"
+    assert data["result"] == f"{cli.base_url}/files/{task_id}/0.png"
+    assert balance == 12
+    assert refused.status_code == 402
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--status-words", "done=x"), "unknown status 'done'"),
+        (("--status-words", "running"), "expected <status>=<word>"),
+        (("--result-shape", "nope"), "invalid choice: 'nope'"),
+        (("--failure-shape", "nope"), "invalid choice: 'nope'"),
+        (("--balance", "-1"), "balance"),
+        (("--host", "0.0.0.0"), "--allow-remote"),
+    ],
+)
+def test_cli_refuses_bad_options(args: tuple[str, ...], fragment: str) -> None:
+    result = _run(*args)
+
     assert result.returncode == 2
-    assert "--allow-remote" in result.stderr
+    assert fragment in result.stderr
     assert result.stdout == ""
+
+
+def test_cli_stdin_control(start_cli: Callable[..., Cli]) -> None:
+    cli = start_cli("--api-key", "k", "--stdin-control", stdin=subprocess.PIPE)
+    assert cli.process.stdin is not None
+
+    def command(line: str) -> str:
+        assert cli.process.stdin is not None
+        cli.process.stdin.write(line + "\n")
+        cli.process.stdin.flush()
+        return cli.lines.next()
+
+    assert command("duration 0") == "ok"
+    with _client(cli.base_url, "k") as http:
+        task_id = http.post(CREATE, json=body()).json()["data"]["task_id"]
+        status = http.get(INFO, params={"task_id": task_id}).json()["data"]["status"]
+    first = json.loads(command("stats"))
+    second = json.loads(command("stats"))
+
+    assert status == "success"
+    assert (first["create_requests"], first["tasks_created"], first["poll_requests"]) == (1, 1, 1)
+    assert (first["requests"], first["connections"]) == (2, 1)
+    assert isinstance(first["at"], float)
+    assert (second["create_requests"], second["requests"]) == (0, 0)  # counters since last time
+    assert command("duration -1").startswith("error: duration must be")
+    assert command("duration soon").startswith("error: could not convert")
+    assert command("dance").startswith("error: unknown command 'dance'")
+    assert command("quit") == "bye"
+    assert cli.process.wait(timeout=TIMEOUT) == 0
+
+
+def test_cli_stdin_control_stops_when_stdin_closes(start_cli: Callable[..., Cli]) -> None:
+    cli = start_cli("--stdin-control", stdin=subprocess.PIPE)
+    assert cli.process.stdin is not None
+    port = int(cli.base_url.rsplit(":", 1)[1])
+
+    cli.process.stdin.close()
+
+    assert cli.process.wait(timeout=TIMEOUT) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=WAIT, trust_env=False)
 
 
 def test_pytest_plugin_fixture(tmp_path: Path) -> None:
@@ -109,7 +233,7 @@ def test_pytest_plugin_fixture(tmp_path: Path) -> None:
                 assert flux_fake_server.api_key == "fake-key"
                 assert flux_fake_server.duration == 0.2
                 task_id = flux_fake_server.submit({"prompt": "x"})
-                assert flux_fake_server.state_of(task_id) == "waiting"
+                assert flux_fake_server.state_of(task_id) == "pending"
                 socket.create_connection(("127.0.0.1", flux_fake_server.port), 5).close()
 
 
@@ -125,7 +249,7 @@ def test_pytest_plugin_fixture(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
         timeout=TIMEOUT * 4,
         check=False,
     )

@@ -1,0 +1,185 @@
+"""``FluxWaitMixin``: waiting for a submitted task and turning its end into the task's result.
+
+Shared by the operator and the sensor: check the task once (a task that
+already ended never defers), then defer to the triggerer or poll on the
+worker, then deliver the result dict or raise the matching Airflow failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from flux_provider.errors import FluxError, NotFoundError
+from flux_provider.events import MalformedEventError, TaskEvent
+from flux_provider.hooks import FluxHook
+from flux_provider.links import persist_result_link
+from flux_provider.models import TaskInfo
+from flux_provider.outcomes import fail, failing_the_task
+from flux_provider.polling import log_progress
+from flux_provider.triggers import FluxTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def check_wait_settings(poll_interval: float | None, timeout: float, max_errors: int) -> None:
+    """Reject impossible wait settings when the DAG is parsed."""
+    if poll_interval is not None and not poll_interval > 0:
+        raise ValueError(
+            f"poll_interval must be > 0 seconds (or None for adaptive), got {poll_interval}"
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if max_errors < 0:
+        raise ValueError(f"max_consecutive_errors must be >= 0, got {max_errors}")
+
+
+def result_link_target(result: Mapping[str, Any]) -> str | None:
+    """The first stored copy when it is browsable over http(s), else the first result URL."""
+    stored = [s["location"] for s in result.get("stored") or []]
+    browsable = [loc for loc in stored if loc.startswith(("http://", "https://"))]
+    urls = browsable or list(result.get("result_urls") or [])
+    return urls[0] if urls else None
+
+
+class FluxWaitMixin:
+    """Wait for a submitted task (check once, then defer or poll) and deliver its result."""
+
+    flux_conn_id: str
+    deferrable: bool
+    poll_interval: float | None
+    timeout: float
+    max_consecutive_errors: int
+    execution_timeout: timedelta | None
+    log: Any
+
+    @cached_property
+    def hook(self) -> FluxHook:
+        """The hook for ``flux_conn_id``."""
+        return FluxHook(flux_conn_id=self.flux_conn_id)
+
+    def check_connection(self) -> None:
+        """Build the client now: a misconfigured connection fails at once, without retries.
+
+        Reading the connection also registers the key with the secrets masker
+        in this process (a resumed task would otherwise never read it).
+        """
+        try:
+            self.hook.client  # noqa: B018
+        except ValueError as exc:
+            self.log.error("Failing without retry (a retry cannot help): %s", exc)
+            raise AirflowFailException(str(exc)) from None
+
+    def wait_for_result(
+        self, context: Context, flux_task_id: str, info: TaskInfo | None = None
+    ) -> dict[str, Any]:
+        """Deliver the result if the task already ended; otherwise defer or block until it does."""
+        if info is None:
+            info = self._peek(flux_task_id)
+        if info is not None and info.state.is_terminal:
+            self.log.info(
+                "Flux task %s has already ended (%s): not waiting", flux_task_id, info.raw_state
+            )
+            return self.deliver(context, info)
+        if self.deferrable:
+            deadline, deadline_name = self._deadline(context)
+            self.log.info("Deferring: polling flux task %s in the triggerer", flux_task_id)
+            self.defer(  # type: ignore[attr-defined]
+                trigger=FluxTaskTrigger(
+                    flux_task_id,
+                    self.flux_conn_id,
+                    deadline=deadline,
+                    deadline_name=deadline_name,
+                    poll_interval=self.poll_interval,
+                    max_consecutive_errors=self.max_consecutive_errors,
+                ),
+                method_name="execute_complete",
+                timeout=None,
+            )
+        with failing_the_task(self.log):
+            final = self.hook.client.wait_for_task(
+                flux_task_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                on_poll=partial(log_progress, self.log),
+            )
+        return self.deliver(context, final)
+
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired: read the event, then deliver or fail."""
+        self.check_connection()
+        try:
+            ended = TaskEvent.parse(event)
+        except MalformedEventError as exc:
+            raise AirflowException(str(exc)) from None
+        self.log.info(
+            "Flux task %s ended with %s after %.1fs and %d polls in the triggerer",
+            ended.flux_task_id,
+            ended.status,
+            ended.elapsed,
+            ended.polls,
+        )
+        if ended.task is None:
+            error = ended.error()
+            assert error is not None  # an event without a task always stands for an error
+            fail(error, self.log)
+        return self.deliver(context, ended.task)
+
+    def deliver(self, context: Context, info: TaskInfo) -> dict[str, Any]:
+        """The result dict of an ended task (after :meth:`add_outputs`); raises if it failed."""
+        failure = info.failure()
+        if failure is not None:
+            fail(failure, self.log)
+        result = self.add_outputs(context, info.summary())
+        persist_result_link(context, result_link_target(result))
+        cost = "not reported" if info.credits is None else f"{info.credits:g} credits"
+        self.log.info(
+            "Flux task %s done: %d image(s), cost %s, %s s",
+            info.flux_task_id,
+            len(info.result_urls),
+            cost,
+            "?" if info.duration_s is None else f"{info.duration_s:g}",
+        )
+        return result
+
+    def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Add what the task made beyond the API's answer (the operator stores images)."""
+        return result
+
+    def _deadline(self, context: Context) -> tuple[float, str]:
+        """The trigger's deadline: ``timeout`` from now, or the end of ``execution_timeout``.
+
+        Airflow does not enforce ``execution_timeout`` while a task is deferred,
+        so the trigger does, from the try's start.
+        """
+        deadline = time.time() + self.timeout
+        started = getattr(context.get("ti"), "start_date", None)
+        if self.execution_timeout is not None and started is not None:
+            ends = started.timestamp() + self.execution_timeout.total_seconds()
+            if ends < deadline:
+                return ends, "execution_timeout"
+        return deadline, "timeout"
+
+    def _peek(self, flux_task_id: str) -> TaskInfo | None:
+        """One poll without retries; ``None`` if it hit a transient error (the wait copes)."""
+        try:
+            info: TaskInfo = self.hook.client.get_task(flux_task_id, retry=False)
+        except NotFoundError as error:
+            self.log.info("Flux task %s is not visible yet (%s)", flux_task_id, error)
+            return None
+        except FluxError as error:
+            if not error.retryable:
+                fail(error, self.log)
+            self.log.warning(
+                "Checking flux task %s failed (%s); waiting anyway", flux_task_id, error
+            )
+            return None
+        return info
