@@ -25,7 +25,6 @@ Two ways to run it:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -41,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.fake_process import FakeApiProcess
 from benchmarks.measure import die_with_parent
+from flux_provider.testing.dags import load_dag
 
 if TYPE_CHECKING:
-    from tests.standalone_airflow import StandaloneAirflow
+    from flux_provider.testing.standalone import StandaloneAirflow
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 DAG_IDS = {"deferrable": "flux_bench_slot_deferred", "worker": "flux_bench_slot_worker"}
@@ -107,26 +107,13 @@ def summarise(timings: Sequence[SlotTiming]) -> dict[str, Any]:
 # ------------------------------------------------------------------ dag.test() (child process)
 
 
-def _load_dag(dag_id: str) -> Any:
-    for path in sorted(DAGS_FOLDER.glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"bench_dags_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for value in vars(module).values():
-            if getattr(value, "dag_id", None) == dag_id and hasattr(value, "test"):
-                return value
-    raise LookupError(f"no DAG {dag_id!r} in {DAGS_FOLDER}")
-
-
 def _dag_test_timing(dag_id: str) -> SlotTiming:
     from airflow.models.log import Log
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    run = _load_dag(dag_id).test()
+    run = load_dag(dag_id, DAGS_FOLDER).test()
     with create_session() as session:
         ti = session.scalars(
             select(TaskInstance).where(

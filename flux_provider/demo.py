@@ -19,6 +19,7 @@ from typing import Any
 
 from flux_provider.config import DEFAULT_BASE_URL
 from flux_provider.testing import FakeFluxServer
+from flux_provider.testing.dags import load_dag
 
 DAG_ID = "flux_text_to_image"
 
@@ -57,17 +58,6 @@ def _prepare_airflow(home: Path, dags: Path, connection: dict[str, Any]) -> None
     )
 
 
-def _load_dag(path: Path) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("flux_demo_dag", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
 def main() -> int:
     """Run the demo; returns the process exit status."""
     root = Path.cwd()
@@ -77,7 +67,7 @@ def main() -> int:
         connection, where = _connection(stack)
         print(f"flux demo: using {where}", flush=True)
         _prepare_airflow(root / ".airflow", dags, connection)
-        run = _load_dag(dags / f"{DAG_ID}.py").test(run_conf={"output_dir": str(output)})
+        run = load_dag(DAG_ID, dags).test(run_conf={"output_dir": str(output)})
         (ti,) = run.get_task_instances()
         result = ti.xcom_pull(task_ids=ti.task_id) or {}
     print()

@@ -6,7 +6,6 @@ Airflow import in the session sees the same home, DAGs folder and settings.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from flux_provider.testing import FakeFluxProcess, FakeFluxServer
+from flux_provider.testing import FakeFluxProcess, FakeFluxServer, dags
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
@@ -53,16 +52,7 @@ def migrate_database() -> None:
 
 def load_dag(dag_id: str) -> Any:
     """The DAG ``dag_id`` from the session's DAGs folder."""
-    for path in sorted(DAGS_FOLDER.glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"dags_{path.stem}", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for value in vars(module).values():
-            if getattr(value, "dag_id", None) == dag_id and hasattr(value, "test"):
-                return value
-    raise LookupError(f"no DAG {dag_id!r} in {DAGS_FOLDER}")
+    return dags.load_dag(dag_id, DAGS_FOLDER)
 
 
 API_KEY = "sk-flux-test-7f3a9c2e-DO-NOT-LEAK"

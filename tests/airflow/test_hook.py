@@ -119,7 +119,7 @@ def test_test_connection_reports_a_disabled_key(fake_api: FakeFluxServer) -> Non
 
 
 def test_test_connection_reports_a_wrong_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.standalone_airflow import free_loopback_ports
+    from flux_provider.testing.standalone import free_loopback_ports
 
     (port,) = free_loopback_ports(1)
     conn = {"conn_type": "flux", "host": f"http://127.0.0.1:{port}", "password": API_KEY}

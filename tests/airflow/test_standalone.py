@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from flux_provider.testing import FakeFluxServer
+from flux_provider.testing.standalone import StandaloneAirflow
 from tests.airflow.conftest import API_KEY
 from tests.conftest import REPO
-from tests.standalone_airflow import StandaloneAirflow
 
 pytestmark = pytest.mark.timeout(600)
 

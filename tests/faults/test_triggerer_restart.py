@@ -32,11 +32,11 @@ from typing import IO, Any, TypeVar
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
 
-from flux_provider.client import DEFAULT_WAIT_TIMEOUT
+from flux_provider.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.testing import FakeFluxServer
+from flux_provider.testing.standalone import StandaloneAirflow, session_processes, stop_session
 from flux_provider.testing.wire import CREATE_PATH, INFO_PATH
 from tests.conftest import API_KEY, REPO
-from tests.standalone_airflow import StandaloneAirflow, session_processes, stop_session
 
 pytestmark = pytest.mark.timeout(600)
 

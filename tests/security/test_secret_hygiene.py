@@ -44,8 +44,8 @@ from typing import Any
 import pytest
 
 from flux_provider.testing import FakeFluxServer, Fault
+from flux_provider.testing.standalone import StandaloneAirflow
 from tests.conftest import REPO
-from tests.standalone_airflow import StandaloneAirflow
 
 pytestmark = pytest.mark.timeout(900)
 

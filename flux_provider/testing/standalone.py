@@ -213,7 +213,7 @@ class StandaloneAirflow:
         real = shlex.quote(str(self.airflow_bin))
         shim.write_text(
             "#!/bin/sh\n"
-            "# Written by tests/standalone_airflow.py: the log servers bind every interface.\n"
+            "# Written by flux_provider.testing.standalone: the log servers bind every interface.\n"
             'case "$1" in\n'
             f'  scheduler|triggerer) exec {real} "$@" --skip-serve-logs ;;\n'
             "esac\n"
