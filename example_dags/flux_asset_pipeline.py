@@ -12,12 +12,18 @@ Connection: ``flux_default`` (type ``flux``).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task
 
 from flux_provider.operators import FluxGenerateImageOperator
+
+# Images go under the Airflow home unless the run says otherwise: an absolute folder a user
+# can find, whatever directory the worker happens to start in.
+OUTPUT_ROOT = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "flux_output"
 
 HOMEPAGE_BANNER = Asset("flux://banners/homepage")
 
@@ -28,7 +34,7 @@ with DAG(
     catchup=False,
     doc_md=__doc__,
     tags=["flux", "example"],
-    params={"output_dir": Param("output/banners", type="string")},
+    params={"output_dir": Param(str(OUTPUT_ROOT / "banners"), type="string")},
 ) as producer:
     FluxGenerateImageOperator(
         task_id="generate_banner",

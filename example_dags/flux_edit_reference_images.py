@@ -12,11 +12,17 @@ apply), ``output_dir`` (a local path or an object-storage URL).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
 from flux_provider.operators import FluxGenerateImageOperator
+
+# Images go under the Airflow home unless the run says otherwise: an absolute folder a user
+# can find, whatever directory the worker happens to start in.
+OUTPUT_ROOT = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "flux_output"
 
 with DAG(
     dag_id="flux_edit_reference_images",
@@ -27,7 +33,7 @@ with DAG(
     tags=["flux", "example"],
     params={
         "style": Param("warm autumn light, soft shadows", type="string"),
-        "output_dir": Param("output/edits", type="string"),
+        "output_dir": Param(str(OUTPUT_ROOT / "edits"), type="string"),
     },
 ) as dag:
 

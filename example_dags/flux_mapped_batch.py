@@ -14,12 +14,17 @@ Connection: ``flux_default`` (type ``flux``). Pool: ``flux_api``.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
 from flux_provider.operators import FluxGenerateImageOperator
+
+# Images go under the Airflow home unless the run says otherwise: an absolute folder a user
+# can find, whatever directory the worker happens to start in.
+OUTPUT_ROOT = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "flux_output"
 
 PROMPTS_FILE = Path(__file__).resolve().parent / "data" / "catalogue_prompts.txt"
 
@@ -30,7 +35,7 @@ with DAG(
     catchup=False,
     doc_md=__doc__,
     tags=["flux", "example"],
-    params={"output_dir": Param("output/batch", type="string")},
+    params={"output_dir": Param(str(OUTPUT_ROOT / "batch"), type="string")},
     default_args={"retries": 3, "retry_delay": timedelta(seconds=30)},
 ) as dag:
 

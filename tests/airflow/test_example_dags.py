@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import time
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,13 @@ from flux_provider.testing import FakeFluxServer
 from tests.conftest import load_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture(params=["scheduled", "no-logical-date"])
+def when(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """How the run is made: with a logical date (as the scheduler does), or without one (as a
+    run triggered through the REST API may be), where ``{{ ds }}`` would be undefined."""
+    return {} if request.param == "scheduled" else {"logical_date": None}
 
 
 def _xcom(run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
@@ -40,10 +47,12 @@ def _assert_stored(stored: list[dict[str, Any]], folder: Path) -> None:
         assert hashlib.sha256(data).hexdigest() == image["sha256"]
 
 
-def test_text_to_image(fake_api: FakeFluxServer, tmp_path: Path) -> None:
-    started = time.monotonic()
-    run = load_dag("flux_text_to_image").test(run_conf={"output_dir": str(tmp_path)})
-    assert run.state == "success", time.monotonic() - started
+def test_text_to_image(fake_api: FakeFluxServer, tmp_path: Path, when: dict[str, Any]) -> None:
+    run = load_dag("flux_text_to_image").test(run_conf={"output_dir": str(tmp_path)}, **when)
+    assert run.state == "success"
+    assert (run.logical_date is None) == ("logical_date" in when)
+    (task,) = fake_api.tasks.values()
+    assert task.input["prompt"].endswith(run.run_after.strftime("%Y-%m-%d"))
     result = _xcom(run, "generate_hero_image")
     assert result["state"] == "success"
     assert result["flux_task_id"] == _xcom(run, "generate_hero_image", "flux_task_id")
@@ -53,9 +62,11 @@ def test_text_to_image(fake_api: FakeFluxServer, tmp_path: Path) -> None:
     assert fake_api.stats.tasks_created == 1
 
 
-def test_edit_with_reference_images(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+def test_edit_with_reference_images(
+    fake_api: FakeFluxServer, tmp_path: Path, when: dict[str, Any]
+) -> None:
     run = load_dag("flux_edit_reference_images").test(
-        run_conf={"output_dir": str(tmp_path), "style": "neon night"}
+        run_conf={"output_dir": str(tmp_path), "style": "neon night"}, **when
     )
     assert run.state == "success"
     (task,) = fake_api.tasks.values()
@@ -67,11 +78,11 @@ def test_edit_with_reference_images(fake_api: FakeFluxServer, tmp_path: Path) ->
     _assert_stored(_xcom(run, "restyle_product_photos")["stored"], tmp_path)
 
 
-def test_mapped_batch(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+def test_mapped_batch(fake_api: FakeFluxServer, tmp_path: Path, when: dict[str, Any]) -> None:
     from airflow.models.pool import Pool
 
     Pool.create_or_update_pool("flux_api", 4, "FLUX API", include_deferred=False)
-    run = load_dag("flux_mapped_batch").test(run_conf={"output_dir": str(tmp_path)})
+    run = load_dag("flux_mapped_batch").test(run_conf={"output_dir": str(tmp_path)}, **when)
     assert run.state == "success"
     mapped = [ti for ti in run.get_task_instances() if ti.task_id == "generate"]
     assert len(mapped) == 4
@@ -82,11 +93,13 @@ def test_mapped_batch(fake_api: FakeFluxServer, tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.png"))) == 4
 
 
-def test_asset_producer_attaches_what_it_made(fake_api: FakeFluxServer, tmp_path: Path) -> None:
+def test_asset_producer_attaches_what_it_made(
+    fake_api: FakeFluxServer, tmp_path: Path, when: dict[str, Any]
+) -> None:
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
-    run = load_dag("flux_asset_producer").test(run_conf={"output_dir": str(tmp_path)})
+    run = load_dag("flux_asset_producer").test(run_conf={"output_dir": str(tmp_path)}, **when)
     assert run.state == "success"
     result = _xcom(run, "generate_banner")
     with create_session() as session:
@@ -107,9 +120,20 @@ def test_asset_producer_attaches_what_it_made(fake_api: FakeFluxServer, tmp_path
     assert consumer.state == "success"
 
 
-def test_sensor_waits_for_an_external_task(fake_api: FakeFluxServer) -> None:
+def test_sensor_waits_for_an_external_task(fake_api: FakeFluxServer, when: dict[str, Any]) -> None:
     flux_task_id = fake_api.submit({"prompt": "submitted by the web app"})
-    run = load_dag("flux_sensor_external_task").test(run_conf={"flux_task_id": flux_task_id})
+    run = load_dag("flux_sensor_external_task").test(
+        run_conf={"flux_task_id": flux_task_id}, **when
+    )
     assert run.state == "success"
     assert _xcom(run, "report") == [f"{fake_api.base_url}/files/{flux_task_id}/0.png"]
     assert fake_api.stats.create_requests == 0
+
+
+def test_images_go_to_an_absolute_folder_under_the_airflow_home(fake_api: FakeFluxServer) -> None:
+    folder = Path(os.environ["AIRFLOW_HOME"]) / "flux_output"
+    dag = load_dag("flux_text_to_image")
+    assert dag.params["output_dir"] == str(folder)
+    run = dag.test(logical_date=None)
+    assert run.state == "success"
+    _assert_stored(_xcom(run, "generate_hero_image")["stored"], folder)
