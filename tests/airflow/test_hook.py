@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -207,3 +210,33 @@ def test_provider_info_defaults_match_the_client() -> None:
     assert fields["estimate_path"]["schema"]["default"] == config.DEFAULT_ESTIMATE_PATH
     assert fields["timeout"]["schema"]["default"] == config.DEFAULT_TIMEOUT
     assert conn_type["ui-field-behaviour"]["placeholders"]["host"] == "https://api.crun.ai"
+
+
+def _cli_test(conn_id: str) -> subprocess.CompletedProcess[str]:
+    """``airflow connections test``: what works where the UI's Test button does not."""
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "test", conn_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_airflow_connections_test_command(
+    fake_api: FakeFluxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _cli_test("flux_default")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Connection success!" in good.stdout
+    assert fake_api.stats.balance_requests == 1
+    bad = {"conn_type": "flux", "host": fake_api.base_url, "password": "wrong-key-123"}
+    monkeypatch.setenv("AIRFLOW_CONN_FLUX_BAD", json.dumps(bad))
+    failed = _cli_test("flux_bad")
+    assert failed.returncode == 1
+    assert "Connection failed!" in failed.stdout
+    assert "401" in failed.stdout
+    assert "wrong-key-123" not in failed.stdout + failed.stderr
+    assert fake_api.stats.create_requests == 0
