@@ -6,6 +6,8 @@ retries (no delay), so a test can watch Airflow's own retries:
 
 - ``flux_test_deferred`` / ``flux_test_worker``: deferrable / polling on the worker;
 - ``flux_test_short_timeout``: deferrable with a 1 s wait, for timeouts;
+- ``flux_test_execution_timeout``: deferrable, a long wait but a 2 s ``execution_timeout``
+  and no retries;
 - ``flux_test_dies_after_submit_deferred`` / ``..._worker``: the first try dies
   right after the task was submitted and recorded (a worker lost mid-task).
 """
@@ -32,12 +34,14 @@ class DiesAfterSubmit(FluxGenerateImageOperator):
         return super().wait_for_result(context, flux_task_id, info)
 
 
-def _dag(dag_id: str, operator: type[FluxGenerateImageOperator], **options: Any) -> DAG:
+def _dag(
+    dag_id: str, operator: type[FluxGenerateImageOperator], retries: int = 2, **options: Any
+) -> DAG:
     with DAG(
         dag_id=dag_id,
         schedule=None,
         start_date=datetime(2026, 1, 1),
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=0)},
+        default_args={"retries": retries, "retry_delay": timedelta(seconds=0)},
     ) as dag:
         operator(task_id="generate", prompt="a watercolour fox", poll_interval=0.05, **options)
     return dag
@@ -55,4 +59,12 @@ flux_test_dies_after_submit_deferred = _dag(
 )
 flux_test_dies_after_submit_worker = _dag(
     "flux_test_dies_after_submit_worker", DiesAfterSubmit, deferrable=False, timeout=60
+)
+flux_test_execution_timeout = _dag(
+    "flux_test_execution_timeout",
+    FluxGenerateImageOperator,
+    retries=0,
+    deferrable=True,
+    timeout=600,
+    execution_timeout=timedelta(seconds=2),
 )

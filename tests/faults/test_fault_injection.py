@@ -185,3 +185,19 @@ def test_f14_retry_after_timeout_reattaches_to_the_running_task(
     assert state == "success"
     assert tries >= 2
     assert fake_api.stats.create_requests == 1
+
+
+def test_execution_timeout_holds_while_deferred(
+    fake_api: FakeFluxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow does not enforce execution_timeout on a deferred task: the trigger does."""
+    fake_api.duration = 3600
+    assert _run("flux_test_execution_timeout") == ("failed", 1)
+    (flux_task_id,) = fake_api.tasks
+    lines = capsys.readouterr().out.splitlines()
+    failures = [line for line in lines if "Retryable failure" in line]
+    assert failures
+    # The 600 s timeout would say "timeout reached"; the 2 s execution_timeout ended the wait.
+    assert "execution_timeout reached: waited" in failures[-1]
+    assert flux_task_id in failures[-1]
+    assert fake_api.stats.tasks_created == 1
