@@ -17,12 +17,9 @@ the bare ``data`` object or the whole envelope. Nothing here imports Airflow.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -33,6 +30,13 @@ from flux_provider.models import (
     TaskState,
     check_task_id,
     describe_validation_error,
+)
+from flux_provider.readers import (
+    decoded_json,
+    epoch_seconds,
+    finite_number,
+    is_http_url,
+    scrub,
 )
 from flux_provider.retry import parse_retry_after
 
@@ -83,8 +87,6 @@ _FAIL_CODE_KEYS: Final = ("error_code", "fail_code", "code")
 _MAX_URL_DEPTH = 6
 MAX_RESULT_URLS = 32
 """A task makes a handful of images; an answer listing more is refused, not downloaded."""
-_MS_THRESHOLD = 1e11
-"""Epoch values above this are milliseconds (1e11 s is the year 5138)."""
 
 
 @dataclass(frozen=True)
@@ -131,35 +133,6 @@ def task_query(flux_task_id: str) -> dict[str, str]:
 
 
 # -- answers ----------------------------------------------------------------------------
-
-
-MIN_SCRUBBED_KEY_CHARS = 5
-"""Shorter keys are not scrubbed from answers: like Airflow's masker, they would mangle text."""
-
-
-def scrub(payload: Any, secret: str) -> Any:
-    """``payload`` (decoded JSON) with ``secret`` replaced in every string value.
-
-    Iterative, so a deeply nested answer cannot exhaust the stack.
-    """
-    if len(secret) < MIN_SCRUBBED_KEY_CHARS:
-        return payload
-    if isinstance(payload, str):
-        return payload.replace(secret, "***")
-    stack = [payload]
-    while stack:
-        node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for slot, value in list(items):
-            if isinstance(slot, str) and secret in slot:
-                del node[slot]
-                slot = slot.replace(secret, "***")
-            if isinstance(value, str) and secret in value:
-                value = value.replace(secret, "***")
-            elif isinstance(value, (dict, list)):
-                stack.append(value)
-            node[slot] = value
-    return payload
 
 
 def _code(value: Any) -> int | None:
@@ -239,33 +212,6 @@ def task_id_of(envelope: Envelope) -> str:
         ) from None
 
 
-def _number(value: Any, *, signed: bool = False) -> float | None:
-    """A finite number (>= 0 unless ``signed``) from a number or numeric string, else ``None``."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not math.isfinite(number) or (number < 0 and not signed):
-        return None
-    return number
-
-
-def _epoch_seconds(value: Any) -> float | None:
-    """Epoch seconds from seconds, milliseconds (told by size) or an ISO 8601 string."""
-    number = _number(value)
-    if number is not None:
-        return None if number == 0 else number / 1000 if number > _MS_THRESHOLD else number
-    if isinstance(value, str) and value.strip():
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return moment.timestamp() if moment.tzinfo is not None else None
-    return None
-
-
 def _status_word(value: Any) -> str:
     """The status as sent, for logs and the return value: only scalars are kept as text."""
     if isinstance(value, str):
@@ -275,31 +221,13 @@ def _status_word(value: Any) -> str:
     return "" if value is None else f"<{type(value).__name__}>"
 
 
-def _decoded(value: Any) -> Any:
-    """A JSON string's content (objects and lists only); anything else unchanged."""
-    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):
-            return value
-    return value
-
-
-def _is_url(text: str) -> bool:
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
 def _urls(node: Any, depth: int = 0) -> list[str]:
     """Every result URL in ``node``, in any shape :data:`URL_KEYS` describes."""
     if depth > _MAX_URL_DEPTH:
         return []
-    node = _decoded(node)
+    node = decoded_json(node)
     if isinstance(node, str):
-        return [node.strip()] if _is_url(node.strip()) else []
+        return [node.strip()] if is_http_url(node.strip()) else []
     if isinstance(node, list):
         return [url for item in node for url in _urls(item, depth + 1)]
     if isinstance(node, dict):
@@ -356,7 +284,7 @@ def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = ""
         )
     raw_state = data.get("status")
     state = status_of(raw_state)
-    result = _decoded(data.get("result"))
+    result = decoded_json(data.get("result"))
     fail_code, fail_msg = (
         _failure_details(data, result) if state is TaskState.FAILED else (None, None)
     )
@@ -376,10 +304,10 @@ def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = ""
             result_urls=urls,
             fail_code=fail_code[:100] if fail_code else None,
             fail_msg=fail_msg[:2000] if fail_msg else None,
-            credits=_number(data.get("credits")),
-            created_at=_epoch_seconds(data.get("create_at", data.get("created_at"))),
-            completed_at=_epoch_seconds(data.get("complete_at", data.get("completed_at"))),
-            duration_s=_number(data.get("duration_s")),
+            credits=finite_number(data.get("credits")),
+            created_at=epoch_seconds(data.get("create_at", data.get("created_at"))),
+            completed_at=epoch_seconds(data.get("complete_at", data.get("completed_at"))),
+            duration_s=finite_number(data.get("duration_s")),
         )
     except ValidationError as exc:
         raise MalformedResponseError(
@@ -412,7 +340,7 @@ def _figure(envelope: Envelope, keys: tuple[str, ...], what: str, *, signed: boo
     data = envelope.data
     candidates = [data] if not isinstance(data, dict) else [data.get(key) for key in keys]
     for candidate in candidates:
-        number = _number(candidate, signed=signed)
+        number = finite_number(candidate, signed=signed)
         if number is not None:
             return number
     sign = "" if signed else " (it must be >= 0)"
