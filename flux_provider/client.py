@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -94,10 +95,44 @@ def _body_for(input: TaskInput, model: str, callback_url: str | None) -> dict[st
     return create_body(checked, model=model, callback_url=callback_url)
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One API call, before any I/O: what to send and whether a resend is safe."""
+
+    method: str
+    path: str
+    idempotent: bool
+    flux_task_id: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
 class _ClientBase:
+    """What both clients share: the calls they make and how answers are read (no I/O)."""
+
     def __init__(self, config: ClientConfig, rng: random.Random | None) -> None:
         self.config = config
         self._rng = rng or random.Random()
+
+    def _create_call(self, input: TaskInput, model: str, callback_url: str | None) -> _Call:
+        body = _body_for(input, model, callback_url)
+        return _Call("POST", self.config.create_path, idempotent=False, options={"json": body})
+
+    def _info_call(self, flux_task_id: str) -> _Call:
+        return _Call(
+            "GET",
+            self.config.info_path,
+            idempotent=True,
+            flux_task_id=flux_task_id,
+            options={"params": task_query(flux_task_id)},
+        )
+
+    def _balance_call(self) -> _Call:
+        return _Call("GET", self.config.balance_path, idempotent=True)
+
+    def _estimate_call(self, input: TaskInput, model: str) -> _Call:
+        body = _body_for(input, model, None)
+        # Creates nothing, so it is as safe to resend as a GET.
+        return _Call("POST", self.config.estimate_path, idempotent=True, options={"json": body})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.config.base_url!r})"
@@ -309,21 +344,12 @@ class AsyncFluxClient(_ClientBase):
             ) from None
         return self._answer(response, body, flux_task_id)
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        idempotent: bool,
-        retry: bool = True,
-        flux_task_id: str | None = None,
-        **request: Any,
-    ) -> Envelope:
-        built = self._http.build_request(method, path, **request)
-        attempts = self._attempts(idempotent, retry)
+    async def _call(self, call: _Call, *, retry: bool = True) -> Envelope:
+        request = self._http.build_request(call.method, call.path, **call.options)
+        attempts = self._attempts(call.idempotent, retry)
         while True:
             try:
-                return await self._send(built, flux_task_id)
+                return await self._send(request, call.flux_task_id)
             except FluxError as error:
                 await self._sleep(attempts.delay_after(error))
 
@@ -331,26 +357,16 @@ class AsyncFluxClient(_ClientBase):
         self, input: TaskInput, *, model: str = MODEL_NAME, callback_url: str | None = None
     ) -> str:
         """Validate ``input``, submit a task and return its id."""
-        body = _body_for(input, model, callback_url)
-        envelope = await self._call("POST", self.config.create_path, idempotent=False, json=body)
-        return task_id_of(envelope)
+        return task_id_of(await self._call(self._create_call(input, model, callback_url)))
 
     async def get_task(self, flux_task_id: str, *, retry: bool = True) -> TaskInfo:
         """Fetch a task's state and result (one poll, retried on transient errors)."""
-        envelope = await self._call(
-            "GET",
-            self.config.info_path,
-            idempotent=True,
-            retry=retry,
-            flux_task_id=flux_task_id,
-            params=task_query(flux_task_id),
-        )
+        envelope = await self._call(self._info_call(flux_task_id), retry=retry)
         return self._task_info(envelope, flux_task_id)
 
     async def get_balance(self, *, retry: bool = True) -> float:
         """The account's credits (free to call)."""
-        envelope = await self._call("GET", self.config.balance_path, idempotent=True, retry=retry)
-        return balance_of(envelope)
+        return balance_of(await self._call(self._balance_call(), retry=retry))
 
     async def wait_for_task(
         self,
