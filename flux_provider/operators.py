@@ -296,16 +296,13 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         flux_task_id = store.get(STATE_KEY)
         if not isinstance(flux_task_id, str):
             return None
-        try:
-            info: TaskInfo = self.hook.get_task(flux_task_id)
-        except NotFoundError:
+        info = self.look_up(flux_task_id, retry=True)
+        if isinstance(info, NotFoundError):
             self.log.warning("Previous flux task %s is unknown: submitting anew", flux_task_id)
             return None
-        except FluxError as error:
-            if not error.retryable:
-                fail(error, self.log)
+        if isinstance(info, FluxError):
             self.log.warning(
-                "Previous flux task %s cannot be checked (%s): re-attaching", flux_task_id, error
+                "Previous flux task %s cannot be checked (%s): re-attaching", flux_task_id, info
             )
             return flux_task_id, None
         failure = info.failure()

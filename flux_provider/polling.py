@@ -118,6 +118,16 @@ class TaskWait:
             self.delay = self.next_delay()
         return ended
 
+    def after_poll(self, outcome: Outcome, on_poll: OnPoll | None = None) -> TaskInfo | None:
+        """One step of a loop: :meth:`observe`, then (if not ended) report it and check the
+        deadline; the loop then sleeps :attr:`delay`."""
+        ended = self.observe(outcome)
+        if ended is None:
+            if on_poll is not None:
+                on_poll(self, outcome)
+            self.check_deadline()
+        return ended
+
     def record_info(self, info: TaskInfo) -> TaskInfo | None:
         """Count a successful poll; return the info if the task has ended."""
         self.polls += 1
@@ -254,15 +264,9 @@ def wait_blocking(
 ) -> TaskInfo:
     """Poll until the task ends; the worker's loop. Raises as :meth:`TaskWait.observe` does."""
     wait.check_deadline()
-    while True:
-        outcome = _attempt(poll)
-        ended = wait.observe(outcome)
-        if ended is not None:
-            return ended
-        if on_poll is not None:
-            on_poll(wait, outcome)
-        wait.check_deadline()
+    while (ended := wait.after_poll(_attempt(poll), on_poll)) is None:
         sleep(wait.delay)
+    return ended
 
 
 async def wait_async(
@@ -282,10 +286,6 @@ async def wait_async(
             outcome: Outcome = await poll()
         except FluxError as error:
             outcome = error
-        ended = wait.observe(outcome)
-        if ended is not None:
+        if (ended := wait.after_poll(outcome, on_poll)) is not None:
             return ended
-        if on_poll is not None:
-            on_poll(wait, outcome)
-        wait.check_deadline()
         await sleep(wait.delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
@@ -84,13 +85,12 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         except FluxError as error:
             outcome = error
         try:
-            ended = wait.observe(outcome)
+            ended = wait.after_poll(outcome, partial(log_progress, self.log))
         except FluxError as error:
             fail(error, self.log)
         finally:
             self._save_wait(context, wait)
         if ended is None:
-            log_progress(self.log, wait, outcome)
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.deliver(context, ended))
 

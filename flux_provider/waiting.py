@@ -168,18 +168,23 @@ class FluxWaitMixin:
                 return ends, "execution_timeout"
         return deadline, "timeout"
 
-    def _peek(self, flux_task_id: str) -> TaskInfo | None:
-        """One poll without retries; ``None`` if it hit a transient error (the wait copes)."""
+    def look_up(self, flux_task_id: str, *, retry: bool) -> TaskInfo | FluxError:
+        """One read of the task: its info, or the transient error that prevented it (a 404
+        included); a hopeless error fails the Airflow task at once."""
         try:
-            info: TaskInfo = self.hook.client.get_task(flux_task_id, retry=False)
-        except NotFoundError as error:
-            self.log.info("Flux task %s is not visible yet (%s)", flux_task_id, error)
-            return None
+            return self.hook.client.get_task(flux_task_id, retry=retry)
         except FluxError as error:
-            if not error.retryable:
+            if not (error.retryable or isinstance(error, NotFoundError)):
                 fail(error, self.log)
+            return error
+
+    def _peek(self, flux_task_id: str) -> TaskInfo | None:
+        """One poll without retries; ``None`` if it could not tell (the wait copes)."""
+        seen = self.look_up(flux_task_id, retry=False)
+        if isinstance(seen, NotFoundError):
+            self.log.info("Flux task %s is not visible yet (%s)", flux_task_id, seen)
+        elif isinstance(seen, FluxError):
             self.log.warning(
-                "Checking flux task %s failed (%s); waiting anyway", flux_task_id, error
+                "Checking flux task %s failed (%s); waiting anyway", flux_task_id, seen
             )
-            return None
-        return info
+        return seen if isinstance(seen, TaskInfo) else None
