@@ -18,22 +18,23 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from .account import DEFAULT_BALANCE, DEFAULT_CREDITS_PER_IMAGE
 from .control import READY_PREFIX, parse_connection_line
+from .lifecycle import StartStop, require_started
 from .shapes import FailureShape, FakeTaskStatus, ResultShape
 
 __all__ = ["FakeFluxProcess"]
 
 _Launcher = TypeVar("_Launcher", bound="FakeFluxProcess")
 _STOP_TIMEOUT = 5.0
+_NOT_STARTED = "the fake API process is not started"
 # The directory holding the flux_provider package, so the child imports this very copy.
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-class FakeFluxProcess:
+class FakeFluxProcess(StartStop):
     """Start, command and stop ``python -m flux_provider.testing`` in a child process.
 
     Use it as a context manager::
@@ -197,19 +198,6 @@ class FakeFluxProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self: _Launcher) -> _Launcher:
-        """Start the child."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the child."""
-        self.stop()
-
     # -- what the child serves -----------------------------------------------------------
 
     @property
@@ -219,9 +207,7 @@ class FakeFluxProcess:
         Raises:
             RuntimeError: Before :meth:`start`.
         """
-        if self._base_url is None:
-            raise RuntimeError("the fake API process is not started")
-        return self._base_url
+        return require_started(self._base_url, _NOT_STARTED)
 
     @property
     def api_key(self) -> str:
@@ -253,9 +239,7 @@ class FakeFluxProcess:
         Raises:
             RuntimeError: Before :meth:`start`.
         """
-        if self._connection_json is None:
-            raise RuntimeError("the fake API process is not started")
-        return self._connection_json
+        return require_started(self._connection_json, _NOT_STARTED)
 
     # -- control -------------------------------------------------------------------------
 
