@@ -9,20 +9,8 @@ the scheduler, triggerer and DAG processor healthy, and then drives it through t
         run_id = airflow.trigger_dag("flux_text_to_image")
         assert airflow.wait_for_run("flux_text_to_image", run_id, timeout=180) == "success"
 
-Isolation and networking:
-
-* The inherited environment is stripped of every ``AIRFLOW*`` variable, so the instance does not
-  see the pytest session's home, database or connections; pass what it needs in ``extra_env``
-  (which is applied last and may override any default chosen here).
-* The API server listens on ``127.0.0.1`` on a free port; the execution API URL (used by task
-  supervisors) points at it. The scheduler's and triggerer's log servers always bind every
-  interface (Airflow has no host setting for them), so by default they are not started at all:
-  a shim ``airflow`` script put first on ``PATH`` adds ``--skip-serve-logs`` when standalone
-  spawns ``airflow scheduler`` / ``airflow triggerer``. The API server reads task and trigger logs
-  from the shared local log folder, so nothing is lost. ``serve_logs=True`` starts them anyway,
-  on free ports.
-* Scheduled (cron) runs are off (``[scheduler] use_job_schedule = False``) so that unpausing a DAG
-  does not add a run the test did not ask for; manually triggered runs work as usual.
+The instance is isolated from the caller's Airflow settings, listens on loopback only, and runs
+no scheduled runs: :mod:`flux_provider.testing.standalone_env` says how.
 
 The whole process tree runs in its own session; :meth:`StandaloneAirflow.stop` (also called on
 ``__exit__`` and when start-up fails) sends SIGTERM to the process group, waits a bounded time,
@@ -31,25 +19,29 @@ then SIGKILLs whatever is left in the session (task runners move to process grou
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
-import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import httpx
 
-__all__ = ["StandaloneAirflow", "StandaloneAirflowError", "free_loopback_ports"]
+from .lifecycle import StartStop
+from .loopback import free_loopback_ports
+from .sessions import session_processes, stop_session
+from .standalone_env import standalone_env, write_serve_logs_shim
+from .standalone_logs import log_tail, render_log_entry, trigger_log_files, triggerer_log
+
+__all__ = [
+    "StandaloneAirflow",
+    "StandaloneAirflowError",
+    "free_loopback_ports",
+    "session_processes",
+    "stop_session",
+]
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 HEALTHY_COMPONENTS = ("scheduler", "triggerer", "dag_processor")
@@ -60,63 +52,7 @@ class StandaloneAirflowError(RuntimeError):
     """Start-up failed, a wait timed out, or the standalone process died; carries a log tail."""
 
 
-def free_loopback_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def session_processes(session_id: int) -> dict[int, list[str]]:
-    """Live (non-zombie) processes whose session id is ``session_id``: pid -> argv (``/proc``)."""
-    found: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        # Fields after the ")" closing the command name: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
-            found[int(entry.name)] = [arg.decode(errors="replace") for arg in argv if arg]
-    return found
-
-
-def stop_session(process: subprocess.Popen[Any], timeout: float) -> None:
-    """SIGTERM the session ``process`` leads, wait up to ``timeout`` s, then SIGKILL what is left.
-
-    Airflow moves task runners into process groups of their own, so the whole
-    session is swept, not only the group.
-    """
-    session = process.pid
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(session, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None and not session_processes(session):
-            break
-        time.sleep(0.2)
-    else:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(session, signal.SIGKILL)
-    for pid in session_processes(session):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-
-
-class StandaloneAirflow:
+class StandaloneAirflow(StartStop):
     """A running ``airflow standalone`` in ``home``, driven through its REST API.
 
     Args:
@@ -146,7 +82,7 @@ class StandaloneAirflow:
         self.api_port, self.worker_log_port, self.trigger_log_port = free_loopback_ports(3)
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.log_path = self.home / "standalone.log"
-        self.env = self._build_env()
+        self.env = standalone_env(self)
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._client: httpx.Client | None = None
@@ -163,76 +99,7 @@ class StandaloneAirflow:
         """``[logging] base_log_folder``: task logs and per-trigger logs."""
         return self.home / "logs"
 
-    def _build_env(self) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-        env.pop("FORCE_COLOR", None)
-        path = [str(self.airflow_bin.parent), env.get("PATH", os.defpath)]
-        if not self.serve_logs:
-            path.insert(0, str(self.home / "bin"))
-        env.update(
-            {
-                "PATH": os.pathsep.join(path),
-                "PYTHONUNBUFFERED": "1",
-                "NO_COLOR": "1",
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "4",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.api_port),
-                "AIRFLOW__API__BASE_URL": f"{self.api_url}/",
-                "AIRFLOW__API__WORKERS": "1",
-                # One secret for every process: tokens minted by one are checked by another.
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs_folder),
-                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "2",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            }
-        )
-        env.update(self.extra_env)
-        return env
-
-    def _write_serve_logs_shim(self) -> None:
-        """Put an ``airflow`` wrapper first on PATH that adds ``--skip-serve-logs``."""
-        shim = self.home / "bin" / "airflow"
-        shim.parent.mkdir(parents=True, exist_ok=True)
-        real = shlex.quote(str(self.airflow_bin))
-        shim.write_text(
-            "#!/bin/sh\n"
-            "# Written by flux_provider.testing.standalone: the log servers bind every interface.\n"
-            'case "$1" in\n'
-            f'  scheduler|triggerer) exec {real} "$@" --skip-serve-logs ;;\n'
-            "esac\n"
-            f'exec {real} "$@"\n'
-        )
-        shim.chmod(0o755)
-
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> StandaloneAirflow:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> StandaloneAirflow:
         """Migrate the database if needed, start standalone and wait until it is healthy.
@@ -245,7 +112,7 @@ class StandaloneAirflow:
             raise StandaloneAirflowError("already started")
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.serve_logs:
-            self._write_serve_logs_shim()
+            write_serve_logs_shim(self.home, self.airflow_bin)
         self._log_file = self.log_path.open("ab")
         try:
             if not (self.home / "airflow.db").exists():
@@ -490,38 +357,24 @@ class StandaloneAirflow:
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
             params={"full_content": "true"},
         )
-        return "\n".join(_render_log_entry(entry) for entry in page.get("content") or [])
+        return "\n".join(render_log_entry(entry) for entry in page.get("content") or [])
 
     # ------------------------------------------------------------------ files and CLI
 
     def trigger_log_files(self) -> list[Path]:
         """Per-trigger log files the triggerer wrote (``<task log>.trigger.<job id>.log``)."""
-        if not self.logs_folder.exists():
-            return []
-        return sorted(self.logs_folder.rglob("*.trigger.*.log"))
+        return trigger_log_files(self.logs_folder)
 
     def triggerer_log(self) -> str:
         """The triggerer's output: its lines from ``standalone.log``, then every trigger log file.
 
         Each part starts with a ``==> <source> <==`` header line.
         """
-        parts = ["==> standalone.log (triggerer) <=="]
-        if self.log_path.exists():
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                name, sep, rest = line.partition(" | ")
-                if sep and name.strip() == "triggerer":
-                    parts.append(rest)
-        for path in self.trigger_log_files():
-            parts.append(f"==> {path.relative_to(self.logs_folder)} <==")
-            parts.extend(_render_log_line(line) for line in path.read_text().splitlines())
-        return "\n".join(parts)
+        return triggerer_log(self.log_path, self.logs_folder)
 
     def tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of ``standalone.log`` (for error messages)."""
-        if not self.log_path.exists():
-            return "(no standalone.log)"
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "--- standalone.log (tail) ---\n" + "\n".join(text)
+        return log_tail(self.log_path, lines)
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run ``airflow <args>`` with this instance's environment; output captured as text.
@@ -540,22 +393,3 @@ class StandaloneAirflow:
             timeout=timeout,
             check=True,
         )
-
-
-def _render_log_entry(entry: Any) -> str:
-    """One structured log entry (``timestamp``, ``level``, ``event``, extras) as a text line."""
-    if not isinstance(entry, Mapping):
-        return str(entry)
-    fields = dict(entry)
-    head = [str(fields.pop(key)) for key in ("timestamp", "level", "event") if key in fields]
-    extras = [f"{key}={value}" for key, value in fields.items()]
-    return " ".join(head + extras)
-
-
-def _render_log_line(line: str) -> str:
-    """A JSON-lines log record as text (other lines unchanged)."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return line
-    return _render_log_entry(entry)
