@@ -6,17 +6,19 @@ Airflow import in the session sees the same home, DAGs folder and settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flux_provider.testing import FakeFluxProcess, FakeFluxServer, dags
+from flux_provider.testing.standalone import StandaloneAirflow
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
@@ -56,6 +58,19 @@ def load_dag(dag_id: str) -> Any:
 
 
 API_KEY = "sk-flux-test-7f3a9c2e-DO-NOT-LEAK"
+
+
+@contextlib.contextmanager
+def standalone_airflow(
+    home: Path, fake: FakeFluxServer, extra_env: Mapping[str, str] | None = None
+) -> Iterator[StandaloneAirflow]:
+    """``airflow standalone`` in ``home`` running the example DAGs against ``fake``.
+
+    ``fake`` is the ``flux_default`` connection; ``extra_env`` adds to the environment.
+    """
+    env = {"AIRFLOW_CONN_FLUX_DEFAULT": fake.airflow_connection_json(), **(extra_env or {})}
+    with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=env) as airflow:
+        yield airflow
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.standalone import StandaloneAirflow
 from tests.airflow.conftest import API_KEY
-from tests.conftest import REPO
+from tests.conftest import standalone_airflow
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,8 +38,7 @@ def standalone(
     tmp_path_factory: pytest.TempPathFactory, fake_flux: FakeFluxServer
 ) -> Iterator[StandaloneAirflow]:
     home = tmp_path_factory.mktemp("standalone-airflow-home")
-    extra_env = {"AIRFLOW_CONN_FLUX_DEFAULT": fake_flux.airflow_connection_json()}
-    with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=extra_env) as sa:
+    with standalone_airflow(home, fake_flux) as sa:
         yield sa
 
 

@@ -25,7 +25,7 @@ from flux_provider.errors import (
     TaskTimeoutError,
     TransportError,
 )
-from flux_provider.models import TaskState
+from flux_provider.models import TaskInfo, TaskState
 from flux_provider.retry import RetryPolicy
 from flux_provider.testing import RESULT_SHAPES, FakeFluxServer, Fault
 
@@ -69,6 +69,22 @@ def _config(server: FakeFluxServer, **overrides: object) -> ClientConfig:
     options: dict[str, object] = {"api_key": KEY, "base_url": server.base_url}
     options.update(overrides)
     return ClientConfig(**options)  # type: ignore[arg-type]
+
+
+def _finished_behind(server: FakeFluxServer, fault: Fault) -> str:
+    """The id of a task the fake has finished; ``fault`` answers the first requests for it."""
+    flux_task_id = server.submit(PROMPT)
+    server.complete(flux_task_id)
+    server.add_fault(fault)
+    return flux_task_id
+
+
+def _retryable_failure(info: TaskInfo) -> str:
+    """The text of the failure ``info`` reports, which must be one a retry can fix."""
+    failure = info.failure()
+    assert failure is not None
+    assert failure.retryable
+    return str(failure)
 
 
 @pytest.fixture
@@ -253,10 +269,7 @@ def test_generation_failure_is_reported_in_the_info(
     info = client.wait_for_task(flux_task_id, poll_interval=0.01, timeout=5)
     assert info.state is TaskState.FAILED
     assert info.fail_code == "501"
-    failure = info.failure()
-    assert failure is not None
-    assert failure.retryable
-    assert "upstream GPU error" in str(failure)
+    assert "upstream GPU error" in _retryable_failure(info)
 
 
 def test_wait_times_out_with_state_and_id(server: FakeFluxServer) -> None:
@@ -283,9 +296,7 @@ def test_wait_times_out_with_state_and_id(server: FakeFluxServer) -> None:
 def test_wait_absorbs_transient_poll_errors(
     server: FakeFluxServer, sleeper: RecordingSleep
 ) -> None:
-    flux_task_id = server.submit(PROMPT)
-    server.complete(flux_task_id)
-    server.add_fault(Fault(endpoint="poll", status=502, times=3))
+    flux_task_id = _finished_behind(server, Fault(endpoint="poll", status=502, times=3))
     with FluxClient(_config(server), sleep=sleeper) as flux:
         info = flux.wait_for_task(flux_task_id, timeout=600)
     assert info.state is TaskState.SUCCESS
@@ -306,9 +317,7 @@ def test_wait_gives_up_after_too_many_errors_in_a_row(
 def test_not_found_right_after_create_is_tolerated(
     server: FakeFluxServer, sleeper: RecordingSleep
 ) -> None:
-    flux_task_id = server.submit(PROMPT)
-    server.complete(flux_task_id)
-    server.add_fault(Fault(endpoint="poll", status=404, times=2))
+    flux_task_id = _finished_behind(server, Fault(endpoint="poll", status=404, times=2))
     with FluxClient(_config(server), sleep=sleeper) as flux:
         assert flux.wait_for_task(flux_task_id, timeout=600).state is TaskState.SUCCESS
 
@@ -398,10 +407,7 @@ def test_success_without_urls_is_a_retryable_error(server: FakeFluxServer) -> No
     with FluxClient(_config(server)) as flux:
         flux_task_id = flux.create_task(PROMPT)
         info = flux.wait_for_task(flux_task_id, poll_interval=0.02, timeout=10)
-    failure = info.failure()
-    assert failure is not None
-    assert failure.retryable
-    assert flux_task_id in str(failure)
+    assert flux_task_id in _retryable_failure(info)
 
 
 @pytest.mark.parametrize(
@@ -414,10 +420,7 @@ def test_every_failure_shape_of_the_fake(shape: str) -> None:
             info = flux.get_task(flux.create_task(PROMPT))
     assert info.state is TaskState.FAILED
     assert info.fail_msg == "the GPU melted"
-    failure = info.failure()
-    assert failure is not None
-    assert failure.retryable
-    assert "the GPU melted" in str(failure)
+    assert "the GPU melted" in _retryable_failure(info)
 
 
 def test_envelope_with_msg(server: FakeFluxServer) -> None:

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, TypeVar
 
 import pytest
@@ -34,9 +33,11 @@ from cryptography.fernet import Fernet, MultiFernet
 
 from flux_provider.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.testing import FakeFluxServer
+from flux_provider.testing.lifecycle import StartStop
+from flux_provider.testing.sessions import process_alive, process_stat
 from flux_provider.testing.standalone import StandaloneAirflow, session_processes, stop_session
 from flux_provider.testing.wire import CREATE_PATH, INFO_PATH
-from tests.conftest import API_KEY, REPO
+from tests.conftest import API_KEY, standalone_airflow
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -73,23 +74,11 @@ def _is_triggerer(argv: list[str]) -> bool:
 
 def _parent(pid: int) -> int | None:
     """The parent PID of ``pid`` (``None`` if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[-1].split()[1])
+    fields = process_stat(pid)
+    return int(fields[1]) if fields is not None else None
 
 
-def _alive(pid: int) -> bool:
-    """``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-class SpareTriggerer:
+class SpareTriggerer(StartStop):
     """A second ``airflow triggerer`` on the standalone's database, in a session of its own.
 
     It gets the standalone's environment (so the same database, logs folder, connection and
@@ -104,7 +93,8 @@ class SpareTriggerer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
-    def __enter__(self) -> SpareTriggerer:
+    def start(self) -> SpareTriggerer:
+        """Start the triggerer; its output goes to :attr:`log_path`."""
         self._log_file = self.log_path.open("ab")
         try:
             self._process = subprocess.Popen(
@@ -120,14 +110,6 @@ class SpareTriggerer:
             self.stop()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:
@@ -166,7 +148,7 @@ def _crash_triggerers(standalone: StandaloneAirflow) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     _wait_for(
-        lambda: not any(_alive(pid) for pid in victims),
+        lambda: not any(process_alive(pid) for pid in victims),
         KILL_TIMEOUT,
         f"the killed triggerer processes {victims} to disappear",
         standalone.tail,
@@ -302,9 +284,7 @@ def fake_flux() -> Iterator[FakeFluxServer]:
 @pytest.fixture
 def standalone(tmp_path: Path, fake_flux: FakeFluxServer) -> Iterator[StandaloneAirflow]:
     """A standalone Airflow whose triggerers heartbeat fast and are declared dead quickly."""
-    extra_env = {"AIRFLOW_CONN_FLUX_DEFAULT": fake_flux.airflow_connection_json(), **RESTART_ENV}
-    home = tmp_path / "airflow-home"
-    with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=extra_env) as sa:
+    with standalone_airflow(tmp_path / "airflow-home", fake_flux, RESTART_ENV) as sa:
         yield sa
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from flux_provider.config import (
     DEFAULT_ESTIMATE_PATH,
     DEFAULT_INFO_PATH,
 )
+from flux_provider.testing.lifecycle import StartStop
 
 CREATE_PATH = DEFAULT_CREATE_PATH
 POLL_PATH = DEFAULT_INFO_PATH
@@ -249,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._state.lock.notify_all()
 
 
-class HostileServer:
+class HostileServer(StartStop):
     """A scripted HTTP server on ``127.0.0.1``; use as a context manager.
 
     ``routes`` maps a path (no query) to an :class:`Answer` or a function of
@@ -265,7 +265,8 @@ class HostileServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> HostileServer:
+    def start(self) -> HostileServer:
+        """Bind a free port and serve in a daemon thread."""
         self._server = _Server(self._state, self._tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -276,12 +277,8 @@ class HostileServer:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

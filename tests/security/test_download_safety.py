@@ -501,17 +501,24 @@ def _success_event(url: str) -> dict[str, Any]:
     return {"status": "success", "flux_task_id": "task_pub_1", "task": summary}
 
 
-def test_the_operator_of_a_public_api_refuses_a_loopback_result_url(
+def _finished_on_loopback(
     fake_api: FakeFluxServer, tmp_path: Path
-) -> None:
+) -> tuple[FluxGenerateImageOperator, str]:
+    """A downloading operator, and the loopback URL of a task the fake has finished."""
     flux_task_id = fake_api.submit({"prompt": "served from loopback"})
     fake_api.complete(flux_task_id)
     operator = FluxGenerateImageOperator(
         task_id="generate", prompt="a fox", download_to=str(tmp_path / "out")
     )
+    return operator, f"{fake_api.base_url}/files/{flux_task_id}/0.png"
+
+
+def test_the_operator_of_a_public_api_refuses_a_loopback_result_url(
+    fake_api: FakeFluxServer, tmp_path: Path
+) -> None:
+    operator, url = _finished_on_loopback(fake_api, tmp_path)
     public = ClientConfig(api_key=KEY, base_url=f"https://{PUBLIC_IP}")
     operator.hook.__dict__["client"] = FluxClient(public)  # no request is ever sent to it
-    url = f"{fake_api.base_url}/files/{flux_task_id}/0.png"
     with pytest.raises(AirflowFailException, match="the API is public"):
         operator.execute_complete(task_context(), _success_event(url))
     assert fake_api.stats.image_requests == 0
@@ -521,12 +528,7 @@ def test_the_operator_of_the_loopback_fake_api_downloads_its_results(
     fake_api: FakeFluxServer, tmp_path: Path
 ) -> None:
     """Positive control of the test above: same event, the API's own (loopback) base URL."""
-    flux_task_id = fake_api.submit({"prompt": "served from loopback"})
-    fake_api.complete(flux_task_id)
-    operator = FluxGenerateImageOperator(
-        task_id="generate", prompt="a fox", download_to=str(tmp_path / "out")
-    )
-    url = f"{fake_api.base_url}/files/{flux_task_id}/0.png"
+    operator, url = _finished_on_loopback(fake_api, tmp_path)
     result = operator.execute_complete(task_context(), _success_event(url))
     assert [Path(s["location"]).name for s in result["stored"]] == ["task_pub_1_0.png"]
     assert fake_api.stats.image_requests == 1

@@ -799,6 +799,26 @@ BALANCE_ANSWERS = _figures("balance")
 ESTIMATE_ANSWERS = _figures("credits")
 
 
+def _assert_refused_before_creating(
+    hostile_conn: HostileServer, path: str, case: Figure, **credit_check: float
+) -> None:
+    """An operator whose credit check reads ``case`` at ``path`` fails and creates no task."""
+    hostile_conn.route(path, case.answer)
+    context = task_context()
+
+    with pytest.raises(AirflowException) as info:
+        _hostile_operator(**credit_check).execute(context)
+
+    assert case.fragment is not None
+    assert case.fragment in str(info.value)
+    assert KEY not in str(info.value)
+    paths = [seen.path for seen in hostile_conn.seen]
+    assert CREATE_PATH not in paths
+    assert 1 <= len(paths) <= 4  # the read is retried (at most the policy's 4 attempts)
+    assert set(paths) == {path}
+    assert "flux_task_id" not in context["ti"].xcoms
+
+
 @pytest.mark.parametrize("case", BALANCE_ANSWERS, ids=[case.id for case in BALANCE_ANSWERS])
 def test_hostile_balance_answer_on_the_test_button(
     hostile_conn: HostileServer, case: Figure
@@ -826,20 +846,7 @@ def test_hostile_balance_answer_on_the_test_button(
 )
 def test_hostile_balance_answer_submits_nothing(hostile_conn: HostileServer, case: Figure) -> None:
     """``min_balance`` with an unreadable balance: the task fails and no task is created."""
-    hostile_conn.route(BALANCE_PATH, case.answer)
-    context = task_context()
-
-    with pytest.raises(AirflowException) as info:
-        _hostile_operator(min_balance=1).execute(context)
-
-    assert case.fragment is not None
-    assert case.fragment in str(info.value)
-    assert KEY not in str(info.value)
-    paths = [seen.path for seen in hostile_conn.seen]
-    assert CREATE_PATH not in paths
-    assert 1 <= len(paths) <= 4  # GETs are retried (at most the policy's 4 attempts)
-    assert set(paths) == {BALANCE_PATH}
-    assert "flux_task_id" not in context["ti"].xcoms
+    _assert_refused_before_creating(hostile_conn, BALANCE_PATH, case, min_balance=1)
 
 
 def test_a_negative_balance_is_below_any_min_balance(hostile_conn: HostileServer) -> None:
@@ -875,20 +882,7 @@ def test_hostile_estimate_answer_is_read_or_refused(
 )
 def test_hostile_estimate_answer_submits_nothing(hostile_conn: HostileServer, case: Figure) -> None:
     """``max_credits`` with an unreadable estimate: the task fails and no task is created."""
-    hostile_conn.route(ESTIMATE_PATH, case.answer)
-    context = task_context()
-
-    with pytest.raises(AirflowException) as info:
-        _hostile_operator(max_credits=100).execute(context)
-
-    assert case.fragment is not None
-    assert case.fragment in str(info.value)
-    assert KEY not in str(info.value)
-    paths = [seen.path for seen in hostile_conn.seen]
-    assert CREATE_PATH not in paths
-    assert 1 <= len(paths) <= 4
-    assert set(paths) == {ESTIMATE_PATH}
-    assert "flux_task_id" not in context["ti"].xcoms
+    _assert_refused_before_creating(hostile_conn, ESTIMATE_PATH, case, max_credits=100)
 
 
 def test_a_huge_estimate_is_above_any_max_credits(hostile_conn: HostileServer) -> None:

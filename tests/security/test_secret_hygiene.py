@@ -45,7 +45,7 @@ import pytest
 
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.testing.standalone import StandaloneAirflow
-from tests.conftest import REPO
+from tests.conftest import standalone_airflow
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -202,11 +202,7 @@ def standalone(
     tmp_path_factory: pytest.TempPathFactory, fake: FakeFluxServer
 ) -> Iterator[StandaloneAirflow]:
     home = tmp_path_factory.mktemp("leakcheck-airflow-home")
-    extra_env = {
-        "AIRFLOW_CONN_FLUX_DEFAULT": fake.airflow_connection_json(),
-        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-    }
-    with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=extra_env) as sa:
+    with standalone_airflow(home, fake, {"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}) as sa:
         yield sa
 
 

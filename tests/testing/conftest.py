@@ -9,7 +9,7 @@ import pytest
 
 from flux_provider.testing import FakeFluxServer
 
-from .support import KEY, WAIT, CallbackSink, FakeClock, http_client, start_sink
+from .support import KEY, WAIT, CallbackSink, FakeClock, keyed_client, start_sink
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def server(clock: FakeClock) -> Iterator[FakeFluxServer]:
 
 @pytest.fixture
 def client(server: FakeFluxServer) -> Iterator[httpx.Client]:
-    with http_client(server, **{"x-api-key": KEY}) as http:
+    with keyed_client(server.base_url) as http:
         yield http
 
 

@@ -27,6 +27,20 @@ BALANCE = "/api/v1/client/account/balance"
 ESTIMATE = "/api/v1/client/job/estimate-credits"
 WAIT = 5.0  # upper bound for anything asynchronous; tests never sleep to win a race
 REPO = Path(__file__).resolve().parents[2]
+# The fields of every TaskInfo ``data`` object, as API.md lists them.
+DOCUMENTED_FIELDS = {
+    "task_id",
+    "provider",
+    "model_version",
+    "status",
+    "param",
+    "create_at",
+    "result",
+    "duration_s",
+    "complete_at",
+    "credits",
+    "source",
+}
 
 
 class FakeClock:
@@ -44,6 +58,13 @@ class FakeClock:
 
 def http_client(fake: FakeFluxServer, **headers: str) -> httpx.Client:
     return httpx.Client(base_url=fake.base_url, headers=headers, timeout=WAIT, trust_env=False)
+
+
+def keyed_client(base_url: str, key: str = KEY) -> httpx.Client:
+    """A client of the fake at ``base_url`` sending ``key`` in ``x-api-key``."""
+    return httpx.Client(
+        base_url=base_url, headers={"x-api-key": key}, timeout=WAIT, trust_env=False
+    )
 
 
 def body(prompt: str = "a red fox", **extra: Any) -> dict[str, Any]:
@@ -130,15 +151,6 @@ class LineReader:
         line = self._lines.get(timeout=timeout)
         assert line is not None, "the child closed its stdout"
         return line.rstrip("\n")
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie counts as ended); Linux ``/proc`` based."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = WAIT * 2) -> bool:

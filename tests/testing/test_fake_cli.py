@@ -22,6 +22,7 @@ from .support import (
     WAIT,
     LineReader,
     body,
+    keyed_client,
     subprocess_env,
 )
 
@@ -81,19 +82,13 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _client(base_url: str, key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=base_url, headers={"x-api-key": key}, timeout=WAIT, trust_env=False
-    )
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_until_signalled(
     start_cli: Callable[..., Cli], stop_signal: signal.Signals
 ) -> None:
     cli = start_cli("--api-key", "cli-key")
 
-    with _client(cli.base_url, "cli-key") as http:
+    with keyed_client(cli.base_url, "cli-key") as http:
         response = http.post(CREATE, json=body())
     cli.process.send_signal(stop_signal)
 
@@ -142,7 +137,7 @@ def test_cli_wire_options(start_cli: Callable[..., Cli]) -> None:
         "8",
     )
 
-    with _client(cli.base_url, "k") as http:
+    with keyed_client(cli.base_url, "k") as http:
         task_id = http.post(CREATE, json=body()).json()["data"]["task_id"]
         data = http.get(INFO, params={"task_id": task_id}).json()["data"]
         balance = http.get(BALANCE).json()["data"]["balance"]
@@ -184,7 +179,7 @@ def test_cli_stdin_control(start_cli: Callable[..., Cli]) -> None:
         return cli.lines.next()
 
     assert command("duration 0") == "ok"
-    with _client(cli.base_url, "k") as http:
+    with keyed_client(cli.base_url, "k") as http:
         task_id = http.post(CREATE, json=body()).json()["data"]["task_id"]
         status = http.get(INFO, params={"task_id": task_id}).json()["data"]["status"]
     first = json.loads(command("stats"))

@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.fake_process import FakeApiProcess, create_tasks
 from flux_provider.testing import FakeFluxProcess
+from flux_provider.testing.sessions import process_alive
 
 from .support import (
     BALANCE,
@@ -23,8 +24,8 @@ from .support import (
     WAIT,
     LineReader,
     body,
+    keyed_client,
     port_refuses,
-    process_alive,
     subprocess_env,
     wait_until,
 )
@@ -33,9 +34,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 
 
 def _client(fake: FakeFluxProcess) -> httpx.Client:
-    return httpx.Client(
-        base_url=fake.base_url, headers={"x-api-key": fake.api_key}, timeout=WAIT, trust_env=False
-    )
+    return keyed_client(fake.base_url, fake.api_key)
 
 
 def _port(base_url: str) -> int:

@@ -18,6 +18,7 @@ from flux_provider.testing import FakeFluxServer, Fault, render_image
 from .support import (
     BALANCE,
     CREATE,
+    DOCUMENTED_FIELDS,
     ESTIMATE,
     INFO,
     KEY,
@@ -29,19 +30,6 @@ from .support import (
     task_info,
 )
 
-DOCUMENTED_FIELDS = {
-    "task_id",
-    "provider",
-    "model_version",
-    "status",
-    "param",
-    "create_at",
-    "result",
-    "duration_s",
-    "complete_at",
-    "credits",
-    "source",
-}
 # Names of the other vendor's wire that must never reappear in an answer.
 FOREIGN_NAMES = ("taskId", "state", "resultJson", "resultUrls", "failCode", "failMsg", "msg")
 

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from flux_provider.testing import (
@@ -19,7 +18,19 @@ from flux_provider.testing import (
     ResultShape,
 )
 
-from .support import BALANCE, CREATE, INFO, KEY, FakeClock, body, create, http_client, task_info
+from .support import (
+    BALANCE,
+    CREATE,
+    DOCUMENTED_FIELDS,
+    INFO,
+    KEY,
+    FakeClock,
+    body,
+    create,
+    http_client,
+    keyed_client,
+    task_info,
+)
 
 URL = "{base}/files/{task_id}/0.png"
 OK = {"code": 200, "message": "success"}
@@ -52,18 +63,7 @@ EXPECTED_FAILURES: dict[str, dict[str, Any]] = {
     "error_object": {"result": None, "error": {"message": "nsfw", "code": 501}},
 }
 
-COMMON_FIELDS = {
-    "task_id",
-    "provider",
-    "model_version",
-    "status",
-    "param",
-    "create_at",
-    "duration_s",
-    "complete_at",
-    "credits",
-    "source",
-}
+COMMON_FIELDS = DOCUMENTED_FIELDS - {"result"}
 
 
 @pytest.fixture
@@ -80,8 +80,12 @@ def make_server(clock: FakeClock) -> Iterator[Callable[..., FakeFluxServer]]:
         fake.stop()
 
 
-def _keyed(fake: FakeFluxServer) -> httpx.Client:
-    return http_client(fake, **{"x-api-key": KEY})
+def _ended_task(fake: FakeFluxServer, clock: FakeClock) -> tuple[str, dict[str, Any]]:
+    """Create a task, let its 3 s pass and read its ``TaskInfo`` data: (task id, data)."""
+    with keyed_client(fake.base_url) as http:
+        task_id = create(http)
+        clock.advance(3.0)
+        return task_id, task_info(http, task_id)
 
 
 # -- status words ----------------------------------------------------------------------------
@@ -107,7 +111,7 @@ def test_status_words_replace_the_canonical_words(
     expected: list[str],
 ) -> None:
     fake = make_server(status_words=words)
-    with _keyed(fake) as http:
+    with keyed_client(fake.base_url) as http:
         task_id = create(http)
         sent = [task_info(http, task_id)["status"]]
         clock.advance(1.5)
@@ -126,10 +130,7 @@ def test_status_words_for_failures(
 ) -> None:
     fake = make_server(status_words={"failed": word})
     fake.fail_next_tasks(1)
-    with _keyed(fake) as http:
-        task_id = create(http)
-        clock.advance(3.0)
-        data = task_info(http, task_id)
+    task_id, data = _ended_task(fake, clock)
 
     assert data["status"] == word
     assert fake.state_of(task_id) == "failed"
@@ -139,7 +140,7 @@ def test_status_words_can_change_while_serving(
     make_server: Callable[..., FakeFluxServer], clock: FakeClock
 ) -> None:
     fake = make_server()
-    with _keyed(fake) as http:
+    with keyed_client(fake.base_url) as http:
         task_id = create(http)
         before = task_info(http, task_id)["status"]
         fake.status_words = {"pending": "submitted"}
@@ -171,7 +172,7 @@ def test_result_shape_of_a_successful_task(
     make_server: Callable[..., FakeFluxServer], clock: FakeClock, shape: ResultShape
 ) -> None:
     fake = make_server(result_shape=shape)
-    with _keyed(fake) as http:
+    with keyed_client(fake.base_url) as http:
         task_id = create(http)
         running = task_info(http, task_id)
         clock.advance(3.0)
@@ -193,10 +194,7 @@ def test_empty_result_shape_names_no_url_anywhere(
     make_server: Callable[..., FakeFluxServer], clock: FakeClock
 ) -> None:
     fake = make_server(result_shape="empty")
-    with _keyed(fake) as http:
-        task_id = create(http)
-        clock.advance(3.0)
-        data = task_info(http, task_id)
+    _, data = _ended_task(fake, clock)
 
     assert data["status"] == "success"
     assert "/files/" not in json.dumps(data)
@@ -207,10 +205,8 @@ def test_json_string_result_decodes_to_the_documented_object(
     make_server: Callable[..., FakeFluxServer], clock: FakeClock
 ) -> None:
     fake = make_server(result_shape="json_string")
-    with _keyed(fake) as http:
-        task_id = create(http)
-        clock.advance(3.0)
-        result = task_info(http, task_id)["result"]
+    task_id, data = _ended_task(fake, clock)
+    result = data["result"]
 
     assert isinstance(result, str)
     assert json.loads(result)["media_urls"] == [URL.format(base=fake.base_url, task_id=task_id)]
@@ -220,7 +216,7 @@ def test_result_shape_can_change_while_serving(
     make_server: Callable[..., FakeFluxServer], clock: FakeClock
 ) -> None:
     fake = make_server()
-    with _keyed(fake) as http:
+    with keyed_client(fake.base_url) as http:
         task_id = create(http)
         clock.advance(3.0)
         before = task_info(http, task_id)["result"]
@@ -256,7 +252,7 @@ def test_failure_shape_of_a_failed_task(
     fake = make_server(failure_shape=shape)
     if how == "planned":
         fake.fail_next_tasks(1, code=501, message="nsfw")
-    with _keyed(fake) as http:
+    with keyed_client(fake.base_url) as http:
         task_id = create(http)
         if how == "forced":
             fake.fail(task_id, code=501, message="nsfw")
@@ -274,10 +270,7 @@ def test_failure_shape_does_not_touch_successes(
     make_server: Callable[..., FakeFluxServer], clock: FakeClock
 ) -> None:
     fake = make_server(failure_shape="fail_msg")
-    with _keyed(fake) as http:
-        task_id = create(http)
-        clock.advance(3.0)
-        data = task_info(http, task_id)
+    task_id, data = _ended_task(fake, clock)
 
     assert "fail_msg" not in data
     assert data["result"]["media_urls"] == [URL.format(base=fake.base_url, task_id=task_id)]
@@ -296,7 +289,7 @@ def test_msg_key_renames_the_text_field_of_every_envelope(
 ) -> None:
     fake = make_server(message_key="msg")
     fake.add_fault(Fault("balance", status=429, message="slow down"))
-    with _keyed(fake) as http:
+    with keyed_client(fake.base_url) as http:
         created = http.post(CREATE, json=body())
         info = http.get(INFO, params={"task_id": created.json()["data"]["task_id"]})
         faulted = http.get(BALANCE)
