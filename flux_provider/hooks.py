@@ -15,7 +15,7 @@ import importlib
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from airflow.providers.common.compat.connection import (
@@ -27,6 +27,7 @@ from airflow.sdk.log import mask_secret
 
 from flux_provider import get_provider_info
 from flux_provider.client import AsyncFluxClient, FluxClient, TaskInput
+from flux_provider.client_pool import shared_clients
 from flux_provider.config import (
     DEFAULT_AUTH_HEADER,
     DEFAULT_BASE_URL,
@@ -49,6 +50,9 @@ _LAZY_MODULES = (
 _warm_ups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]] = (
     weakref.WeakKeyDictionary()
 )
+_config_reads: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[type, str], asyncio.Task[ClientConfig]]
+] = weakref.WeakKeyDictionary()
 
 
 def _prepare_async_io() -> None:
@@ -76,7 +80,38 @@ async def async_io_ready() -> None:
     ready = _warm_ups.get(loop)
     if ready is None:
         ready = _warm_ups[loop] = loop.run_in_executor(None, _prepare_async_io)
-    await ready
+    # Shielded: a cancelled caller (a trigger the triggerer removes) must not cancel the
+    # warm-up the other callers, and every later one on this loop, wait for.
+    await asyncio.shield(ready)
+
+
+async def _read_config(hook: FluxHook) -> ClientConfig:
+    """``hook.aget_config()``, one read shared by the calls for the same connection it overlaps.
+
+    Triggers that start together would each read the connection (about a millisecond of CPU
+    in Airflow's secrets lookup); those that ask while a read is under way take its answer,
+    which is no older than their own read would be. Nothing is kept once the read ends.
+    """
+    loop = asyncio.get_running_loop()
+    reads = _config_reads.setdefault(loop, {})
+    key = (type(hook), hook.flux_conn_id)
+    read = reads.get(key)
+    if read is None:
+        read = reads[key] = loop.create_task(hook.aget_config())
+        read.add_done_callback(partial(_read_done, reads, key))
+    # Shielded: one caller's cancellation must not cancel the read the others wait for.
+    return await asyncio.shield(read)
+
+
+def _read_done(
+    reads: dict[tuple[type, str], asyncio.Task[ClientConfig]],
+    key: tuple[type, str],
+    read: asyncio.Task[ClientConfig],
+) -> None:
+    if reads.get(key) is read:
+        del reads[key]
+    if not read.cancelled():
+        read.exception()  # retrieved: a read whose callers all went away is no error
 
 
 def _extra(extras: Mapping[str, Any], name: str) -> Any:
@@ -183,13 +218,18 @@ class FluxHook(BaseHook):
 
     @asynccontextmanager
     async def async_client(self) -> AsyncIterator[AsyncFluxClient]:
-        """An async client for the duration of the ``async with`` block, closed after it."""
+        """The connection's shared async client for the duration of the ``async with`` block.
+
+        Every block on the same event loop whose connection reads the same (key,
+        host, paths, header, timeout) shares one client and its bounded
+        connection pool; the last block to end closes it (see
+        :mod:`flux_provider.client_pool`). Each block reads the connection anew (or
+        joins a read already under way), so a changed connection gets a client of
+        its own.
+        """
         await async_io_ready()
-        client = AsyncFluxClient(await self.aget_config())
-        try:
+        async with shared_clients.lease(await _read_config(self)) as client:
             yield client
-        finally:
-            await client.aclose()
 
     def close(self) -> None:
         """Close the sync client's connections if it was built."""
