@@ -1,7 +1,10 @@
 """``FluxTaskTrigger``: polls one FLUX task from the triggerer, freeing the worker slot.
 
 The trigger only reads (idempotent GETs), so a triggerer restart that
-re-creates it from its kwargs simply resumes polling the same task. Its kwargs
+re-creates it from its kwargs simply resumes polling the same task. Every
+trigger of one connection shares one pooled client in the triggerer
+(``FluxHook.async_client``), and the first poll comes after a random part of
+the first interval, spreading triggers that start together. Its kwargs
 are plain primitives: the connection id (never the key), the task id, the
 poll interval, an absolute wall-clock deadline (and which limit set it) and
 the error tolerance.
@@ -9,6 +12,8 @@ the error tolerance.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -83,6 +88,10 @@ class FluxTaskTrigger(BaseTrigger):
             schedule=PollSchedule.from_interval(self.poll_interval),
             max_consecutive_errors=self.max_consecutive_errors,
         )
+        # The operator polled just before deferring, so the first poll may wait a random part
+        # of the first interval. Waiting before the connection is read spreads that start-up
+        # work too when many triggers start at once (a mapped batch, a triggerer restart).
+        await asyncio.sleep(wait.clamp(random.uniform(0.0, wait.schedule.interval(1))))
         try:
             async with FluxHook(flux_conn_id=self.flux_conn_id).async_client() as client:
                 info = await client.wait_for_task(wait, on_poll=partial(log_progress, self.log))
