@@ -1,18 +1,25 @@
-"""B1 fleet: N concurrent ``FluxTaskTrigger.run()`` in one event loop, against two baselines.
+"""B1 fleet: N concurrent ``FluxTaskTrigger.run()`` in one event loop, against three baselines.
 
 Each variant runs in a child process of its own (``python -m benchmarks.fleet --variant ...``)
 against one shared fake-API process, so its CPU time is its own:
 
 * ``ours``: the real ``FluxTaskTrigger.run()`` (connection from ``AIRFLOW_CONN_FLUX_BENCH``,
-  one ``AsyncFluxClient`` per trigger run, adaptive default schedule).
-* ``floor``: the least work that can do the same job: per task one bare ``httpx.AsyncClient``
-  whose connection stays open between polls (``keepalive_expiry`` above the poll interval),
-  the same GETs on the same :class:`~flux_provider.polling.PollSchedule`, ``json.loads`` of each
-  answer and a look at ``data.status``; no validation, no logging, no bookkeeping.
+  every trigger leasing the connection's one shared ``AsyncFluxClient``, adaptive default
+  schedule).
+* ``floor`` (the per-task floor): per task one bare ``httpx.AsyncClient`` whose connection stays
+  open between polls (``keepalive_expiry`` above the poll interval), the same GETs on the same
+  :class:`~flux_provider.polling.PollSchedule`, ``json.loads`` of each answer and a look at
+  ``data.status``; no validation, no logging, no bookkeeping.
+* ``shared_floor``: the same loop, but every task uses one bare ``httpx.AsyncClient`` built at
+  set-up, its pool bounded like ours (:data:`~flux_provider.config.MAX_CONNECTIONS`): the least
+  work that does the job, and the lower bound.
 * ``naive``: the shape many providers' triggers have: a new HTTP client (and so a new TCP
   connection) for every poll, ``response.json()``, same schedule. Its TLS context is shared
   (as aiohttp caches its default one); with httpx defaults each client would also load the CA
   bundle (~20 ms CPU), which the figures leave out.
+
+Every variant waits a random part of the first interval before its first poll, as the trigger
+does (the operator has just polled before deferring).
 
 Figures, per variant (see :func:`summarise`):
 
@@ -26,11 +33,15 @@ Figures, per variant (see :func:`summarise`):
   garbage collection, whose pause grows with every live object in the process (Airflow's
   own ~160k included) rather than with what the triggers do; ``gc_max_pause_ms`` is the
   longest collection.
+* ``server_connections``: distinct client ports the fake saw during the run (set-up excluded:
+  the parent resets the fake's counters when the child reports ready), so the TCP connections
+  the variant opened; ``max_fds``: the most file descriptors the process held open (sampled
+  about every 0.2 s).
 * ``failures``: triggers that did not end with a ``success`` event.
 
 Trigger starts are spread evenly over ``--ramp`` seconds, as a triggerer picks up deferred
-tasks over time; all three variants get the same ramp and schedule. With several rounds,
-:func:`combine` keeps each variant's lowest CPU/poll and its worst lag and RSS.
+tasks over time; all variants get the same ramp and schedule. With several rounds,
+:func:`combine` keeps each variant's lowest CPU/poll and its worst lag, RSS and counts.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ import argparse
 import asyncio
 import gc
 import json
+import random
 import subprocess
 import sys
 import time
@@ -53,16 +65,19 @@ from benchmarks.measure import (
     LoopLagProbe,
     cpu_seconds,
     die_with_parent,
+    open_fds,
     peak_rss_kib,
     reset_peak_rss,
     rss_kib,
 )
 
-VARIANTS = ("ours", "floor", "naive")
+VARIANTS = ("ours", "floor", "shared_floor", "naive")
+LABELS = {"ours": "ours", "floor": "floor", "shared_floor": "shared floor", "naive": "naive"}
 CONN_ID = "flux_bench"
 CONN_ENV = "AIRFLOW_CONN_FLUX_BENCH"
 TERMINAL = frozenset({"success", "failed"})
 _CALIBRATION_SECONDS = 1.0
+_READY_TIMEOUT = 300.0
 
 
 @dataclass
@@ -76,7 +91,7 @@ class Outcome:
 PollOne = Callable[[str], Awaitable[Outcome]]
 
 
-# ------------------------------------------------------------------ the three variants
+# ------------------------------------------------------------------ the variants
 
 
 async def _setup_ours(base_url: str, api_key: str, warm_task: str, deadline: float) -> PollOne:
@@ -116,6 +131,28 @@ def _floor_options(base_url: str, api_key: str) -> dict[str, Any]:
     return {**_plain_options(base_url, api_key), "limits": httpx.Limits(keepalive_expiry=60.0)}
 
 
+def _first_delay(schedule: Any) -> float:
+    """The trigger's spread of the first poll: a random part of the first interval."""
+    return random.uniform(0.0, schedule.interval(1))
+
+
+async def _poll_loop(client: Any, task_id: str, deadline: float) -> Outcome:
+    """GET, ``json.loads``, look at ``data.status``, sleep by the schedule: the least work."""
+    from flux_provider.polling import PollSchedule
+
+    schedule = PollSchedule()
+    polls = 0
+    while True:
+        response = await client.get(INFO_PATH, params={"task_id": task_id})
+        polls += 1
+        state = json.loads(response.content)["data"]["status"]
+        if state in TERMINAL:
+            return Outcome("success" if state == "success" else "failed", polls)
+        if time.time() > deadline:
+            return Outcome("timeout", polls)
+        await asyncio.sleep(schedule.interval(polls))
+
+
 async def _setup_floor(base_url: str, api_key: str, warm_task: str, deadline: float) -> PollOne:
     """Per task one bare ``httpx.AsyncClient``: GET, ``json.loads``, read ``status``, sleep."""
     import httpx
@@ -128,17 +165,35 @@ async def _setup_floor(base_url: str, api_key: str, warm_task: str, deadline: fl
         (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
 
     async def wait(task_id: str) -> Outcome:
-        polls = 0
+        await asyncio.sleep(_first_delay(schedule))
         async with httpx.AsyncClient(**options) as client:
-            while True:
-                response = await client.get(INFO_PATH, params={"task_id": task_id})
-                polls += 1
-                state = json.loads(response.content)["data"]["status"]
-                if state in TERMINAL:
-                    return Outcome("success" if state == "success" else "failed", polls)
-                if time.time() > deadline:
-                    return Outcome("timeout", polls)
-                await asyncio.sleep(schedule.interval(polls))
+            return await _poll_loop(client, task_id, deadline)
+
+    return wait
+
+
+async def _setup_shared_floor(
+    base_url: str, api_key: str, warm_task: str, deadline: float
+) -> PollOne:
+    """One bare ``httpx.AsyncClient`` for every task (pool bounded as ours), the same loop."""
+    import httpx
+
+    from flux_provider.config import KEEPALIVE_EXPIRY, MAX_CONNECTIONS
+    from flux_provider.polling import PollSchedule
+
+    limits = httpx.Limits(
+        max_connections=MAX_CONNECTIONS,
+        max_keepalive_connections=MAX_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+    # Lives as long as the child: closing it is not part of the measured work.
+    client = httpx.AsyncClient(**_plain_options(base_url, api_key), limits=limits)
+    (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
+    schedule = PollSchedule()
+
+    async def wait(task_id: str) -> Outcome:
+        await asyncio.sleep(_first_delay(schedule))
+        return await _poll_loop(client, task_id, deadline)
 
     return wait
 
@@ -156,6 +211,7 @@ async def _setup_naive(base_url: str, api_key: str, warm_task: str, deadline: fl
 
     async def wait(task_id: str) -> Outcome:
         polls = 0
+        await asyncio.sleep(_first_delay(schedule))
         while True:
             async with httpx.AsyncClient(**options) as client:
                 response = await client.get(INFO_PATH, params={"task_id": task_id})
@@ -170,7 +226,12 @@ async def _setup_naive(base_url: str, api_key: str, warm_task: str, deadline: fl
     return wait
 
 
-SETUPS = {"ours": _setup_ours, "floor": _setup_floor, "naive": _setup_naive}
+SETUPS = {
+    "ours": _setup_ours,
+    "floor": _setup_floor,
+    "shared_floor": _setup_shared_floor,
+    "naive": _setup_naive,
+}
 
 
 # ------------------------------------------------------------------ child process
@@ -206,8 +267,13 @@ def run_child(
     api_key: str,
     ramp: float,
     profile: Path | None = None,
+    ready_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one variant's fleet in this process; its raw measurements."""
+    """Run one variant's fleet in this process; its raw measurements.
+
+    With ``ready_file``, set-up done, the child creates that file and waits for a line on its
+    stdin before it starts the fleet (the parent resets the fake's counters in between).
+    """
     started = time.perf_counter()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -224,11 +290,15 @@ def run_child(
         # Each task lasts `duration` from its creation, just before the fleet starts.
         task_ids = create_tasks(base_url, api_key, n, prefix=variant)
         setup_seconds = time.perf_counter() - started
+        if ready_file is not None:
+            ready_file.write_text("ready\n")
+            sys.stdin.readline()
 
         gc_started = time.perf_counter()
         gc.collect()
         gc_baseline = time.perf_counter() - gc_started
         rss_before = rss_kib()
+        fds_before = open_fds()
         peak_reset = reset_peak_rss()
         probe = LoopLagProbe()
         profiler = None
@@ -243,6 +313,7 @@ def run_child(
                 _with_probe(probe, _fleet(wait, task_ids, ramp))
             )
         cpu_used, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
+        probe.sample()
         if profiler is not None:
             profiler.disable()
             assert profile is not None
@@ -264,6 +335,8 @@ def run_child(
         "rss_before_mib": rss_before / 1024,
         "rss_growth_mib": (peak - rss_before) / 1024,
         "peak_rss_reset": peak_reset,
+        "fds_before": fds_before,
+        "max_fds": probe.max_fds,
         **probe.summary(gc_pauses.full),
         **gc_pauses.summary(),
         "gc_full_before_run_ms": 1000 * gc_baseline,
@@ -284,9 +357,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=2.0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
+    parser.add_argument(
+        "--ready-file", type=Path, default=None, help="create it after set-up, then wait for stdin"
+    )
     args = parser.parse_args(argv)
     result = run_child(
-        args.variant, args.n, args.duration, args.base_url, args.api_key, args.ramp, args.profile
+        args.variant,
+        args.n,
+        args.duration,
+        args.base_url,
+        args.api_key,
+        args.ramp,
+        args.profile,
+        args.ready_file,
     )
     args.out.write_text(json.dumps(result))
     return 0
@@ -317,29 +400,56 @@ def spawn_variant(
         *("--out", str(out)),
         *(("--profile", str(profile)) if profile else ()),
     ]
+    ready = workdir / f"b1-{variant}-{n}.ready"
+    ready.unlink(missing_ok=True)
+    command += ["--ready-file", str(ready)]
     child_env = {**env, CONN_ENV: fake.connection_json()}
-    server_cpu0 = fake.cpu_seconds()
-    fake.take_stats()
+    timeout = 6 * duration + 300
     with log.open("w") as log_file:
-        completed = subprocess.run(
+        child = subprocess.Popen(
             command,
             env=child_env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            timeout=6 * duration + 300,
+            text=True,
             preexec_fn=die_with_parent,
-            check=False,
         )
-    if completed.returncode != 0:
+        server_cpu0 = fake.cpu_seconds()
+        try:
+            _wait_ready(child, ready)
+            if child.poll() is None:
+                # Counted from here: the fleet's own requests and connections, not set-up's.
+                fake.take_stats()
+                server_cpu0 = fake.cpu_seconds()
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.close()
+            returncode = child.wait(timeout=timeout)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-20:]
-        raise RuntimeError(f"B1 {variant} N={n} exited {completed.returncode}:\n" + "\n".join(tail))
+        raise RuntimeError(f"B1 {variant} N={n} exited {returncode}:\n" + "\n".join(tail))
     result: dict[str, Any] = json.loads(out.read_text())
     stats = fake.take_stats()
     result["server_poll_requests"] = stats["poll_requests"]
     result["server_connections"] = stats["connections"]
     result["server_cpu_s"] = fake.cpu_seconds() - server_cpu0
     return result
+
+
+def _wait_ready(child: subprocess.Popen[str], ready: Path) -> None:
+    """Wait until the child has created ``ready`` (bounded; it must not exit first)."""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while not ready.exists():
+        if child.poll() is not None:
+            return  # its exit status and log tell what went wrong
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the B1 child did not finish set-up in {_READY_TIMEOUT:g}s")
+        time.sleep(0.05)
 
 
 def profile_summary(path: Path, limit: int = 25) -> str:
@@ -357,7 +467,9 @@ def profile_summary(path: Path, limit: int = 25) -> str:
     out.write(f"cProfile of B1 'ours' ({path.name}); top {limit} by own time:\n")
     stats.sort_stats("tottime").print_stats(limit)
     out.write("\nflux_provider and Airflow functions by cumulative time:\n")
-    stats.sort_stats("cumulative").print_stats(r"triggers|client|hooks|models|polling|sdk", limit)
+    stats.sort_stats("cumulative").print_stats(
+        r"triggers|client|lanes|hooks|models|polling|wire|sdk", limit
+    )
     return out.getvalue()
 
 
@@ -375,16 +487,18 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def combine(reps: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One variant's figures over repeated runs: the best CPU/poll, the worst lag and RSS.
+    """One variant's figures over repeated runs: the best CPU/poll, the worst of the rest.
 
     Noise on a shared machine only ever adds CPU time, so the lowest CPU/poll is the best
-    estimate; lag, RSS growth and failures are reported at their worst.
+    estimate; lag, RSS growth, descriptors, connections and failures are reported at their
+    worst.
     """
     best = min(reps, key=lambda r: float(r["cpu_per_poll_ms"]))
     combined = dict(best)
     for key in ("lag_max_ms", "lag_p99_ms", "lag_max_no_full_gc_ms", "gc_max_pause_ms"):
         combined[key] = max(r[key] for r in reps)
-    combined["rss_growth_mib"] = max(r["rss_growth_mib"] for r in reps)
+    for key in ("rss_growth_mib", "max_fds", "server_connections"):
+        combined[key] = max(r[key] for r in reps)
     combined["failures"] = sum(r["failures"] for r in reps)
     combined["repeats"] = len(reps)
     combined["cpu_per_poll_ms_all"] = [r["cpu_per_poll_ms"] for r in reps]
@@ -400,24 +514,36 @@ def run(
     workdir: Path,
     variants: Sequence[str] = VARIANTS,
     repeats: Mapping[int, int] | None = None,
+    repeated_variants: Sequence[str] | None = None,
     profile_dir: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """B1 for each fleet size in ``ns``: every variant, then the ratios of ours to the others.
 
     ``repeats[n]`` rounds (default 1) run the variants interleaved, so drift in the machine's
-    load hits them alike; :func:`combine` merges the rounds.
+    load hits them alike; :func:`combine` merges the rounds. Rounds after the first run only
+    ``repeated_variants`` (default: all); ``round_ratios`` holds ours / floor of each round.
     """
     sizes: list[dict[str, Any]] = []
     with FakeApiProcess(duration=duration, log_path=workdir / "b1-fake.log") as fake:
         for n in ns:
             reps: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
             rounds = (repeats or {}).get(n, 1)
+            round_ratios: list[float] = []
             for round_ in range(rounds):
+                this_round: dict[str, dict[str, Any]] = {}
                 for variant in variants:
+                    if round_ > 0 and repeated_variants and variant not in repeated_variants:
+                        continue
                     progress(f"B1: {variant} N={n} T={duration:g}s ({round_ + 1}/{rounds})")
-                    reps[variant].append(
-                        summarise(spawn_variant(fake, variant, n, duration, ramp, workdir, env))
+                    this_round[variant] = summarise(
+                        spawn_variant(fake, variant, n, duration, ramp, workdir, env)
+                    )
+                    reps[variant].append(this_round[variant])
+                if "ours" in this_round and "floor" in this_round:
+                    round_ratios.append(
+                        this_round["ours"]["cpu_per_poll_ms"]
+                        / max(this_round["floor"]["cpu_per_poll_ms"], 1e-9)
                     )
             runs = {variant: combine(results) for variant, results in reps.items()}
             ours = runs.get("ours", {}).get("cpu_per_poll_ms")
@@ -426,7 +552,7 @@ def run(
                 for name, figures in runs.items()
                 if name != "ours" and ours is not None and figures["cpu_per_poll_ms"] > 0
             }
-            sizes.append({"n": n, "variants": runs, "ratios": ratios})
+            sizes.append({"n": n, "variants": runs, "ratios": ratios, "round_ratios": round_ratios})
         profile = None
         if profile_dir is not None and "ours" in variants:
             n = max(ns)

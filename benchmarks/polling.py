@@ -11,8 +11,9 @@ of nominal length D = 10, 30 and 60 s, under three policies: the default adaptiv
   phase of the schedule.
 * ``calls``: polls the trigger made (its event's ``polls``), checked against the fake's count.
   The operator adds one create and one poll before it defers (not counted here).
-* ``notice``: seconds from the moment the fake API marks the task done (``completeTime``) to
-  the moment the trigger yields its event.
+* ``notice``: seconds from the moment the task ends (its creation, as the create answer
+  arrives, plus its duration: the wire's ``complete_at`` has whole seconds only) to the moment
+  the trigger yields its event.
 
 Quick mode scales time by 0.2 (D = 2, 6, 12 s; fixed intervals 0.4 s and 2 s; the adaptive
 schedule 0.4 s growing to 1 s); the targets are scaled the same way and the figures are
@@ -87,7 +88,9 @@ def _scale_adaptive_default(scale: float) -> str:
     return f"{scaled.initial:g} s x{scaled.factor:g} up to {scaled.maximum:g} s"
 
 
-async def _watch(policy: Policy, nominal: float, actual: float, task_id: str) -> dict[str, Any]:
+async def _watch(
+    policy: Policy, nominal: float, actual: float, task_id: str, created: float
+) -> dict[str, Any]:
     from flux_provider.triggers import FluxTaskTrigger
 
     trigger = FluxTaskTrigger(
@@ -100,14 +103,16 @@ async def _watch(policy: Policy, nominal: float, actual: float, task_id: str) ->
     noticed = math.nan
     async for event in trigger.run():
         payload, noticed = event.payload, time.time()
-    complete_ms = (payload.get("task") or {}).get("complete_time")
+    # The wire's complete_at is whole seconds: the fake ends a task `actual` seconds after
+    # creating it, and `created` is when its create answer arrived (a few ms late at most).
+    completed = created + actual
     return {
         "policy": policy.name,
         "nominal_s": nominal,
         "duration_s": actual,
         "status": payload.get("status"),
         "calls": int(payload.get("polls") or 0),
-        "notice_s": noticed - complete_ms / 1000 if complete_ms else math.nan,
+        "notice_s": noticed - completed if payload.get("task") else math.nan,
     }
 
 
@@ -134,8 +139,11 @@ async def _run_all(
                     fake.set_duration(actual)
                     body = {"model": "flux-2-max", "input": {"prompt": f"b2 {index}"}}
                     response = await creator.post(CREATE_PATH, json=body)
+                    created = time.time()
                     task_id = str(response.json()["data"]["task_id"])
-                    jobs.append(asyncio.create_task(_watch(policy, nominal, actual, task_id)))
+                    jobs.append(
+                        asyncio.create_task(_watch(policy, nominal, actual, task_id, created))
+                    )
     return list(await asyncio.gather(*jobs))
 
 
