@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath
@@ -17,6 +19,7 @@ from flux_provider.downloads import (
     private_hosts_allowed,
 )
 from flux_provider.errors import CreditLimitError, FluxError, InvalidInputError, NotFoundError
+from flux_provider.events import MalformedEventError, TaskEvent
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink
 from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
@@ -27,8 +30,13 @@ from flux_provider.waiting import FluxWaitMixin, check_wait_settings
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from flux_provider.lineage import Lineage
+
 STATE_KEY = "flux_task_id"
 """Key of the task id in ``task_state_store`` and XCom; renaming it breaks in-flight retries."""
+
+REATTACHED_KEY = "flux_reattached"
+"""XCom key of whether the try re-attached; it tells the resumed run after a deferral."""
 
 
 def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
@@ -41,6 +49,26 @@ def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
     if "://" not in text:
         text = Path(text).expanduser().resolve().as_uri()
     return ObjectStoragePath(text)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _noting_failure(
+    method: Callable[Concatenate[FluxGenerateImageOperator, _P], _R],
+) -> Callable[Concatenate[FluxGenerateImageOperator, _P], _R]:
+    """Keep the message of the exception that fails the try, for the lineage failure event."""
+
+    @functools.wraps(method)
+    def noting(self: FluxGenerateImageOperator, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            self.failure_message = str(error)
+            raise
+
+    return noting
 
 
 def _check_credit_limit(name: str, value: float | None) -> None:
@@ -157,6 +185,10 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         self.max_credits = max_credits
         self.reattached = False
         """Whether this try re-attached to an earlier try's task instead of submitting."""
+        self.flux_task_id: str | None = None
+        """The API's task id once this try has submitted or re-attached to one."""
+        self.failure_message: str | None = None
+        """Why this try failed, for the lineage failure event."""
 
     def build_input(self) -> Flux2MaxInput:
         """The validated ``input`` object (after templates were rendered)."""
@@ -175,6 +207,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         data.update({k: v for k, v in named.items() if v is not None})
         return validate_input(data)
 
+    @_noting_failure
     def execute(self, context: Context) -> dict[str, Any]:
         """Submit (or re-attach), then wait according to the operator's mode."""
         try:
@@ -204,6 +237,63 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         if not self.wait_for_completion:
             return {"flux_task_id": flux_task_id, "state": "submitted"}
         return self.wait_for_result(context, flux_task_id)
+
+    @_noting_failure
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired (see :meth:`FluxWaitMixin.execute_complete`).
+
+        This runs on a new operator instance, which first learns what its lineage
+        events need: the task id (from the event) and whether the try re-attached
+        (from this try's XCom).
+        """
+        with contextlib.suppress(MalformedEventError):  # the mixin fails the task with the reason
+            self.flux_task_id = TaskEvent.parse(event).flux_task_id
+        self.reattached = self._pulled_reattached(context)
+        return super().execute_complete(context, event)
+
+    def get_openlineage_facets_on_start(self) -> Lineage | None:
+        """OpenLineage at the start: the reference images and what is asked for.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        return self._lineage(started=True)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
+        """OpenLineage of a successful try: reference images in, images out, the run's facets.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        return self._lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage | None:
+        """OpenLineage of a failed try: as on completion, with the error message.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        return self._lineage(failure_message=self.failure_message)
+
+    def _lineage(
+        self, *, started: bool = False, failure_message: str | None = None
+    ) -> Lineage | None:
+        try:
+            from flux_provider import lineage
+        except ImportError:
+            return None
+        try:
+            request: Flux2MaxInput | None = self.build_input()
+        except InvalidInputError:
+            request = None
+        return lineage.generation_lineage(
+            request=request,
+            model=self.model,
+            flux_task_id=self.flux_task_id,
+            api_base_url=lineage.built_api_base_url(self),
+            result=self.flux_result,
+            reattached=None if started else self.reattached,
+            failure_message=failure_message,
+        )
 
     def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         """Copy the images to ``download_to``, describe them on the outlets' asset events,
@@ -281,7 +371,24 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         return [image.as_dict() for image in stored]
 
     def _share_id(self, context: Context, flux_task_id: str) -> None:
+        self.flux_task_id = flux_task_id
         context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)
+        context["ti"].xcom_push(key=REATTACHED_KEY, value=self.reattached)
+
+    def _pulled_reattached(self, context: Context) -> bool:
+        """Whether this try re-attached, as its first run recorded before deferring."""
+        ti = context["ti"]
+        try:
+            pulled = ti.xcom_pull(
+                task_ids=self.task_id, key=REATTACHED_KEY, map_indexes=ti.map_index
+            )
+        except Exception as error:
+            # Only lineage reads it: never fail the task over it.
+            self.log.warning(
+                "Could not read XCom %s (%s): assuming no re-attach", REATTACHED_KEY, error
+            )
+            return False
+        return pulled is True
 
     def _reusable_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
         """The earlier try's task if it may be reused, with its info when known.

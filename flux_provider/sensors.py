@@ -20,6 +20,8 @@ from flux_provider.waiting import FluxWaitMixin, check_wait_settings
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from flux_provider.lineage import Lineage
+
 WAIT_STATE_KEY = "flux_sensor_wait"
 """Key in ``task_state_store`` of the poll counters that must survive a reschedule."""
 
@@ -93,6 +95,21 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         if ended is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.deliver(context, ended))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
+        """OpenLineage of the wait: the task's id and cost, its result URLs as outputs.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        try:
+            from flux_provider import lineage
+        except ImportError:
+            return None
+        return lineage.generation_lineage(
+            flux_task_id=self.flux_task_id,
+            api_base_url=lineage.built_api_base_url(self),
+            result=self.flux_result,
+        )
 
     def _restore_wait(self, context: Context) -> TaskWait:
         """This try's wait: kept in memory between pokes, restored from the store after a

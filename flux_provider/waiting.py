@@ -58,6 +58,8 @@ class FluxWaitMixin:
     max_consecutive_errors: int
     execution_timeout: timedelta | None
     log: Any
+    flux_result: dict[str, Any] | None = None
+    """The result this instance delivered, once it has (its lineage events read it)."""
 
     @cached_property
     def hook(self) -> FluxHook:
@@ -139,6 +141,7 @@ class FluxWaitMixin:
         if failure is not None:
             fail(failure, self.log)
         result = self.add_outputs(context, info.summary())
+        self.flux_result = result
         persist_result_link(context, result_link_target(result))
         cost = "not reported" if info.credits is None else f"{info.credits:g} credits"
         self.log.info(
