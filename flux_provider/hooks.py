@@ -16,10 +16,6 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.common.compat.connection import (
-    get_async_connection,
-    get_async_extra_dejson,
-)
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
@@ -36,6 +32,11 @@ from flux_provider.client import (
     FluxClient,
     is_loopback_host,
     shared_ssl_context,
+)
+from flux_provider.compat import (
+    connection_form_widgets,
+    get_async_connection,
+    get_async_extra_dejson,
 )
 from flux_provider.errors import FluxError
 from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo
@@ -137,6 +138,11 @@ class FluxHook(BaseHook):
     def __init__(self, flux_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.flux_conn_id = flux_conn_id
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields (as declared in the provider info) for Airflow 3.1's form."""
+        return connection_form_widgets(get_provider_info()["connection-types"][0]["conn-fields"])
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
