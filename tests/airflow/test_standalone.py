@@ -16,6 +16,7 @@ import pytest
 
 from flux_provider.testing import FakeFluxServer
 from tests.airflow.conftest import API_KEY
+from tests.compat import logged_by
 from tests.conftest import REPO
 from tests.standalone_airflow import StandaloneAirflow
 
@@ -89,7 +90,7 @@ def test_deferrable_dag_runs_in_the_real_triggerer(
     polls = [
         record
         for record in records
-        if record.get("logger") == "flux_provider.triggers.FluxTaskTrigger"
+        if logged_by(record, "flux_provider.triggers.FluxTaskTrigger")
         and re.match(rf"Flux task {re.escape(flux_task_id)} is \w+ after ", record.get("event", ""))
     ]
     assert polls, standalone.triggerer_log()

@@ -35,6 +35,7 @@ from cryptography.fernet import Fernet, MultiFernet
 from flux_provider.client import DEFAULT_WAIT_TIMEOUT
 from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.wire import CREATE_PATH, POLL_PATH
+from tests.compat import logged_by
 from tests.conftest import API_KEY, REPO
 from tests.standalone_airflow import StandaloneAirflow, session_processes, stop_session
 
@@ -224,7 +225,7 @@ def _fernet(standalone: StandaloneAirflow) -> MultiFernet | None:
 
 def _trigger_rows(standalone: StandaloneAirflow) -> dict[int, TriggerRow]:
     """Every trigger row, read from the SQLite metadata database through a read-only handle."""
-    from airflow.sdk.serde import deserialize
+    from tests.compat import deserialize
 
     fernet = _fernet(standalone)
     uri = f"{(standalone.home / 'airflow.db').as_uri()}?mode=ro"
@@ -274,7 +275,7 @@ def _polls_logged(records: list[dict[str, Any]], flux_task_id: str) -> list[str]
     return [
         str(record["event"])
         for record in records
-        if record.get("logger") == TRIGGER_LOGGER and pattern.match(str(record.get("event", "")))
+        if logged_by(record, TRIGGER_LOGGER) and pattern.match(str(record.get("event", "")))
     ]
 
 

@@ -1,0 +1,47 @@
+"""Test-side differences between the supported Airflow versions (3.1 and later).
+
+* ``serde`` serialises trigger kwargs the way the installed Airflow stores them in the
+  ``trigger`` table: ``airflow.sdk.serde`` since Airflow 3.2, ``BaseSerialization`` in Airflow
+  3.1 (which has no ``airflow.sdk.serde``).
+* ``HAS_TASK_STATE_STORE``: Airflow 3.3 gives tasks a ``task_state_store``; below it the
+  operator cannot re-attach, so every try submits (as the README says).
+* :func:`logged_by`: Airflow 3.1 writes no logger name into trigger log records.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from airflow import __version__ as airflow_version
+from packaging.version import Version
+
+HAS_TASK_STATE_STORE = Version(airflow_version).release >= (3, 3)
+
+try:
+    from airflow.sdk.serde import deserialize, serialize
+except ImportError:  # Airflow 3.1
+    from airflow.serialization.serialized_objects import BaseSerialization
+
+    def serialize(value: Any) -> Any:
+        return BaseSerialization.serialize(value)
+
+    def deserialize(value: Any) -> Any:
+        return BaseSerialization.deserialize(value)
+
+
+serde = SimpleNamespace(serialize=serialize, deserialize=deserialize)
+
+
+def logged_by(record: dict[str, Any], logger: str) -> bool:
+    """The JSON log record was written by ``logger`` (a class's logger: module.Class).
+
+    Airflow 3.2+ names the logger in trigger log records; 3.1 names only the source file.
+    """
+    if "logger" in record:
+        return bool(record["logger"] == logger)
+    module = logger.rsplit(".", 1)[0]
+    return bool(record.get("filename") == module.rsplit(".", 1)[-1] + ".py")
+
+
+__all__ = ["HAS_TASK_STATE_STORE", "deserialize", "logged_by", "serde", "serialize"]
