@@ -60,6 +60,15 @@ COMPAT_PYTEST_ARGS ?=
 AIRFLOW_af31-py310 := 3.1.8
 AIRFLOW_af32-py312 := 3.2.2
 AIRFLOW_af33-py313 = $(shell sed -n 's/^apache-airflow==//p' constraints.txt)
+# Extra requirements for resolving a cell, where the newest release of a dependency breaks that
+# Airflow itself (the cell would fail with or without this provider):
+# - 3.2.2 does not cap fastapi (3.3 caps it below 0.137); fastapi 0.165 brings cadwyn 9, whose
+#   schema generation rejects the execution API's TITerminalStatePayload, so the DAG processor
+#   and API server do not start.
+# - svcs 26.2 attaches and removes app.state.svcs_registry in its lifespan; 3.2.2's in-process
+#   execution API (dag.test) then fails every call with "'State' object has no attribute
+#   'svcs_registry'" (3.3 gives that app a registry of its own).
+RESOLVE_af32-py312 := "fastapi<0.137" "svcs<26.2"
 PYTHON_VERSION_af31-py310 := 3.10
 PYTHON_VERSION_af32-py312 := 3.12
 PYTHON_VERSION_af33-py313 := 3.13
@@ -92,7 +101,8 @@ compat-constraints-$(1):
 	$$(or $$(call find_python,$(PYTHON_VERSION_$(1))),$$(error no python$(PYTHON_VERSION_$(1)) found)) \
 	  -m venv $(COMPAT_VENVS)/$(1)
 	$(COMPAT_VENVS)/$(1)/bin/python -m pip install --quiet --upgrade "pip>=24"
-	$(COMPAT_VENVS)/$(1)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_$(1))" -e ".[dev]"
+	$(COMPAT_VENVS)/$(1)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_$(1))" \
+	  $(RESOLVE_$(1)) -e ".[dev]"
 	mkdir -p constraints
 	{ echo "# Pinned versions for the compatibility cell $(1): Airflow $(AIRFLOW_$(1)) on Python $(PYTHON_VERSION_$(1))."; \
 	  echo "# Regenerate with: make constraints-compat CELLS=$(1)"; \
