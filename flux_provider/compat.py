@@ -16,20 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat import connection as _common_compat_connection
 from airflow.providers.common.compat.connection import get_async_connection
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from airflow.sdk import Connection
-
-_upstream_extra_dejson: Callable[[Connection], Awaitable[dict[str, Any]]] | None
-try:
-    from airflow.providers.common.compat.connection import (
-        get_async_extra_dejson as _upstream_extra_dejson,
-    )
-except ImportError:  # common-compat < 1.21.0
-    _upstream_extra_dejson = None
 
 __all__ = ["connection_form_widgets", "get_async_connection", "get_async_extra_dejson"]
 
@@ -40,11 +31,14 @@ async def get_async_extra_dejson(conn: Connection) -> dict[str, Any]:
     Airflow 3.3.2+ masks asynchronously (``Connection.aextra_dejson``); before that the sync
     ``extra_dejson`` runs in a worker thread, where blocking on the supervisor is safe.
     """
-    if _upstream_extra_dejson is not None:
-        return await _upstream_extra_dejson(conn)
+    extras: dict[str, Any]
+    upstream = getattr(_common_compat_connection, "get_async_extra_dejson", None)
+    if upstream is not None:  # common-compat >= 1.21.0
+        extras = await upstream(conn)
+        return extras
     aextra_dejson = getattr(conn, "aextra_dejson", None)
     if aextra_dejson is not None:
-        extras: dict[str, Any] = await aextra_dejson()
+        extras = await aextra_dejson()
         return extras
     from asgiref.sync import sync_to_async
 
