@@ -6,6 +6,8 @@
 * ``HAS_TASK_STATE_STORE``: Airflow 3.3 gives tasks a ``task_state_store``; below it the
   operator cannot re-attach, so every try submits (as the README says).
 * :func:`logged_by`: Airflow 3.1 writes no logger name into trigger log records.
+* ``CONNECTION_TEST_FAILURE_EXIT_CODE``: what ``airflow connections test`` exits with when the
+  test fails (1 since Airflow 3.3, 0 before).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from airflow import __version__ as airflow_version
 from packaging.version import Version
 
 HAS_TASK_STATE_STORE = Version(airflow_version).release >= (3, 3)
+# ``airflow connections test`` exits 1 on a failed test since Airflow 3.3; before, it exits 0.
+CONNECTION_TEST_FAILURE_EXIT_CODE = 1 if Version(airflow_version).release >= (3, 3) else 0
 
 try:
     from airflow.sdk.serde import deserialize, serialize
@@ -34,14 +38,20 @@ serde = SimpleNamespace(serialize=serialize, deserialize=deserialize)
 
 
 def logged_by(record: dict[str, Any], logger: str) -> bool:
-    """The JSON log record was written by ``logger`` (a class's logger: module.Class).
+    """The JSON log record was written by ``logger``, as far as the record tells.
 
-    Airflow 3.2+ names the logger in trigger log records; 3.1 names only the source file.
+    Airflow 3.2+ names the logger in trigger log records; 3.1 names none (only the source file,
+    which moves with the code), so there any record may be the logger's: the caller's match on
+    the message is what identifies it.
     """
-    if "logger" in record:
-        return bool(record["logger"] == logger)
-    module = logger.rsplit(".", 1)[0]
-    return bool(record.get("filename") == module.rsplit(".", 1)[-1] + ".py")
+    return "logger" not in record or bool(record["logger"] == logger)
 
 
-__all__ = ["HAS_TASK_STATE_STORE", "deserialize", "logged_by", "serde", "serialize"]
+__all__ = [
+    "CONNECTION_TEST_FAILURE_EXIT_CODE",
+    "HAS_TASK_STATE_STORE",
+    "deserialize",
+    "logged_by",
+    "serde",
+    "serialize",
+]
