@@ -58,7 +58,9 @@ with DAG(
     def publish_banner(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
         """Read what the producer made from the triggering asset events."""
         made = []
-        for event in (triggering_asset_events or {}).get(HOMEPAGE_BANNER, []):
+        # Not ``(events or {}).get(asset)``: Airflow 3.1 cannot hash an Asset.
+        events = triggering_asset_events.get(HOMEPAGE_BANNER, []) if triggering_asset_events else []
+        for event in events:
             made.append(dict(event.extra))
             print(f"new banner from flux task {event.extra.get('flux_task_id')}")
         return made

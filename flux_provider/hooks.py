@@ -18,16 +18,17 @@ from contextlib import asynccontextmanager
 from functools import cached_property, partial
 from typing import Any
 
-from airflow.providers.common.compat.connection import (
-    get_async_connection,
-    get_async_extra_dejson,
-)
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from flux_provider import get_provider_info
 from flux_provider.client import AsyncFluxClient, FluxClient, TaskInput
 from flux_provider.client_pool import shared_clients
+from flux_provider.compat import (
+    connection_form_widgets,
+    get_async_connection,
+    get_async_extra_dejson,
+)
 from flux_provider.config import (
     DEFAULT_AUTH_HEADER,
     DEFAULT_BASE_URL,
@@ -179,6 +180,11 @@ class FluxHook(BaseHook):
     def __init__(self, flux_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.flux_conn_id = flux_conn_id
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields (as declared in the provider info) for Airflow 3.1's form."""
+        return connection_form_widgets(get_provider_info()["connection-types"][0]["conn-fields"])
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

@@ -33,7 +33,13 @@ from .lifecycle import StartStop
 from .loopback import free_loopback_ports
 from .sessions import session_processes, stop_session
 from .standalone_env import standalone_env, write_serve_logs_shim
-from .standalone_logs import log_tail, render_log_entry, trigger_log_files, triggerer_log
+from .standalone_logs import (
+    log_tail,
+    render_log_entry,
+    trigger_log_files,
+    triggerer_log,
+    workload_reported,
+)
 
 __all__ = [
     "StandaloneAirflow",
@@ -331,6 +337,16 @@ class StandaloneAirflow(StartStop):
                     f"{self.tail()}"
                 )
             time.sleep(_POLL_INTERVAL)
+
+    def deferral_released(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> bool:
+        """Whether the scheduler has heard that the workload which deferred this try ended.
+
+        Airflow reports the end of the deferring workload under the same task-instance key as
+        the resumed one: if that report arrives while the resumed task runs, the scheduler
+        takes it for a task that died and marks it up for retry (apache/airflow#72716). A test
+        that ends the generation itself waits for this before letting the trigger fire.
+        """
+        return workload_reported(self.log_path, dag_id, task_id, run_id, try_number)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The run's task instances as the REST API returns them."""

@@ -90,6 +90,13 @@ def standalone_env(places: StandalonePlaces) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # A task supervisor whose task process closed its pipes but has not exited yet
+            # waits this long in select() before it notices (default 5 s): under load that
+            # keeps an executor slot busy for 5 s after a task deferred or ended.
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            # A cold API server under load answers its first execution API call in ~7 s,
+            # over the default 5 s timeout (a retry absorbs it, but it need not come to that).
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         }
     )
     env.update(places.extra_env)

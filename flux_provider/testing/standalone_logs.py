@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["log_tail", "render_log_entry", "trigger_log_files", "triggerer_log"]
+__all__ = [
+    "log_tail",
+    "render_log_entry",
+    "trigger_log_files",
+    "triggerer_log",
+    "workload_reported",
+]
 
 
 def trigger_log_files(logs_folder: Path) -> list[Path]:
@@ -32,6 +38,19 @@ def triggerer_log(log_path: Path, logs_folder: Path) -> str:
         parts.append(f"==> {path.relative_to(logs_folder)} <==")
         parts.extend(_render_log_line(line) for line in path.read_text().splitlines())
     return "\n".join(parts)
+
+
+def workload_reported(
+    log_path: Path, dag_id: str, task_id: str, run_id: str, try_number: int
+) -> bool:
+    """Whether the scheduler logged an executor event for that task instance and try."""
+    if not log_path.exists():
+        return False
+    key = f"dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', try_number={try_number}"
+    return any(
+        "Received executor event" in line and key in line
+        for line in log_path.read_text(errors="replace").splitlines()
+    )
 
 
 def log_tail(log_path: Path, lines: int) -> str:

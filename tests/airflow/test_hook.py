@@ -14,6 +14,7 @@ from flux_provider import config, get_provider_info
 from flux_provider.hooks import FluxHook, build_config
 from flux_provider.testing import FakeFluxServer
 from tests.airflow.conftest import API_KEY
+from tests.compat import CONNECTION_TEST_FAILURE_EXIT_CODE
 
 
 def _config(**fields: Any) -> Any:
@@ -235,7 +236,7 @@ def test_airflow_connections_test_command(
     bad = {"conn_type": "flux", "host": fake_api.base_url, "password": "wrong-key-123"}
     monkeypatch.setenv("AIRFLOW_CONN_FLUX_BAD", json.dumps(bad))
     failed = _cli_test("flux_bad")
-    assert failed.returncode == 1
+    assert failed.returncode == CONNECTION_TEST_FAILURE_EXIT_CODE
     assert "Connection failed!" in failed.stdout
     assert "401" in failed.stdout
     assert "wrong-key-123" not in failed.stdout + failed.stderr

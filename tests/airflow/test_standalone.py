@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,20 +18,37 @@ import pytest
 from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.standalone import StandaloneAirflow
 from tests.airflow.conftest import API_KEY
+from tests.compat import logged_by
 from tests.conftest import standalone_airflow
 
 pytestmark = pytest.mark.timeout(600)
 
 DAG_ID = "flux_text_to_image"
 TASK_ID = "generate_hero_image"
-CONN_FIELDS = {"header_name", "create_path", "info_path", "timeout", "allow_insecure_http"}
+CONN_FIELDS = {
+    "header_name",
+    "create_path",
+    "info_path",
+    "balance_path",
+    "estimate_path",
+    "timeout",
+    "allow_insecure_http",
+}
 
 
 @pytest.fixture(scope="module")
 def fake_flux() -> Iterator[FakeFluxServer]:
-    """The fake API with ~4 s tasks, so the operator certainly defers to the triggerer."""
-    with FakeFluxServer(api_key=API_KEY, duration=4.0) as server:
+    """The fake API; its tasks end when the test says so, after the operator has deferred."""
+    with FakeFluxServer(api_key=API_KEY, duration=3600) as server:
         yield server
+
+
+def _wait_until(standalone: StandaloneAirflow, condition: Callable[[], bool], what: str) -> None:
+    """A bounded wait for ``condition`` (not a sleep for a race)."""
+    deadline = time.monotonic() + 180
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached\n{standalone.tail()}"
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +65,28 @@ def test_deferrable_dag_runs_in_the_real_triggerer(
 ) -> None:
     creates_before = fake_flux.stats.create_requests
 
+    known = set(fake_flux.tasks)
     run_id = standalone.trigger_dag(DAG_ID)
+
+    def deferred() -> bool:
+        return standalone.task_instances(DAG_ID, run_id)[0]["state"] == "deferred"
+
+    _wait_until(standalone, deferred, "the task deferred")
+    (flux_task_id,) = set(fake_flux.tasks) - known
+    _wait_until(
+        standalone,
+        lambda: standalone.deferral_released(DAG_ID, run_id, TASK_ID, 1),
+        "the scheduler heard that the deferring workload ended",
+    )
+
+    def polled_by_the_trigger() -> bool:
+        # The operator checks once before deferring; any further poll is the trigger's.
+        polls = [r for r in fake_flux.stats.requests if r.query.get("task_id") == flux_task_id]
+        return len(polls) >= 2
+
+    _wait_until(standalone, polled_by_the_trigger, "the trigger polled")
+    assert fake_flux.state_of(flux_task_id) == "pending"
+    fake_flux.complete(flux_task_id)
     state = standalone.wait_for_run(DAG_ID, run_id, timeout=180)
     assert state == "success", standalone.tail()
 
@@ -59,7 +98,7 @@ def test_deferrable_dag_runs_in_the_real_triggerer(
     assert result["state"] == "success"
     [url] = result["result_urls"]
     assert url.startswith(f"{fake_flux.base_url}/")
-    flux_task_id = result["flux_task_id"]
+    assert result["flux_task_id"] == flux_task_id
     assert standalone.xcom(DAG_ID, run_id, TASK_ID, key="flux_task_id") == flux_task_id
     assert fake_flux.stats.create_requests - creates_before == 1
     assert fake_flux.state_of(flux_task_id) == "success"
@@ -88,7 +127,7 @@ def test_deferrable_dag_runs_in_the_real_triggerer(
     polls = [
         record
         for record in records
-        if record.get("logger") == "flux_provider.triggers.FluxTaskTrigger"
+        if logged_by(record, "flux_provider.triggers.FluxTaskTrigger")
         and re.match(rf"Flux task {re.escape(flux_task_id)} is \w+ after ", record.get("event", ""))
     ]
     assert polls, standalone.triggerer_log()
@@ -111,7 +150,7 @@ def test_connection_form_metadata_in_hook_meta_endpoint(standalone: StandaloneAi
     assert fields["login"]["hidden"] is True
     assert fields["port"]["hidden"] is True
     extra_fields = flux["extra_fields"]
-    assert set(extra_fields) >= CONN_FIELDS, extra_fields
+    assert set(extra_fields) == CONN_FIELDS, extra_fields
     assert extra_fields["header_name"]["schema"]["title"] == "Auth header"
     assert extra_fields["timeout"]["value"] == 30
     assert "boolean" in extra_fields["allow_insecure_http"]["schema"]["type"]

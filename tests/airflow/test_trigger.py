@@ -34,8 +34,9 @@ def _trigger(flux_task_id: str, **overrides: Any) -> FluxTaskTrigger:
 
 
 def test_serialisation_round_trip_through_serde() -> None:
-    from airflow.sdk import serde
     from airflow.sdk.module_loading import import_string
+
+    from tests.compat import serde
 
     trigger = _trigger("task_flux-2_1", deadline=1_900_000_000.5, poll_interval=None)
     classpath, kwargs = trigger.serialize()

@@ -16,6 +16,7 @@ import pytest
 
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.triggers import FluxTaskTrigger
+from tests.compat import HAS_TASK_STATE_STORE
 from tests.conftest import API_KEY, load_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -134,8 +135,9 @@ def test_f10_f11_hopeless_submissions_fail_at_once(
 
 def test_f12_triggerer_restart_resumes_the_same_task(fake_api: FakeFluxServer) -> None:
     """A triggerer that dies mid-poll: the trigger is rebuilt from its stored kwargs."""
-    from airflow.sdk import serde
     from airflow.sdk.module_loading import import_string
+
+    from tests.compat import serde
 
     fake_api.duration = 2.0
     flux_task_id = fake_api.submit({"prompt": "restart me"})
@@ -174,7 +176,8 @@ def test_f12_triggerer_restart_resumes_the_same_task(fake_api: FakeFluxServer) -
 @pytest.mark.parametrize("mode", ["deferred", "worker"])
 def test_f13_retry_after_worker_death_reattaches(fake_api: FakeFluxServer, mode: str) -> None:
     assert _run(f"flux_test_dies_after_submit_{mode}") == ("success", 2)
-    assert fake_api.stats.create_requests == 1
+    # Below Airflow 3.3 there is no task_state_store: the retry submits again.
+    assert fake_api.stats.create_requests == (1 if HAS_TASK_STATE_STORE else 2)
 
 
 def test_f14_retry_after_timeout_reattaches_to_the_running_task(
@@ -182,6 +185,10 @@ def test_f14_retry_after_timeout_reattaches_to_the_running_task(
 ) -> None:
     fake_api.duration = 2.5
     state, tries = _run("flux_test_short_timeout")
+    if not HAS_TASK_STATE_STORE:
+        # Below Airflow 3.3 every try submits a new task, which outlasts the 1 s wait again.
+        assert (state, tries, fake_api.stats.create_requests) == ("failed", 3, 3)
+        return
     assert state == "success"
     assert tries >= 2
     assert fake_api.stats.create_requests == 1

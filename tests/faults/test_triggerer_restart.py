@@ -37,6 +37,7 @@ from flux_provider.testing.lifecycle import StartStop
 from flux_provider.testing.sessions import process_alive, process_stat
 from flux_provider.testing.standalone import StandaloneAirflow, session_processes, stop_session
 from flux_provider.testing.wire import CREATE_PATH, INFO_PATH
+from tests.compat import logged_by
 from tests.conftest import API_KEY, standalone_airflow
 
 pytestmark = pytest.mark.timeout(600)
@@ -206,7 +207,7 @@ def _fernet(standalone: StandaloneAirflow) -> MultiFernet | None:
 
 def _trigger_rows(standalone: StandaloneAirflow) -> dict[int, TriggerRow]:
     """Every trigger row, read from the SQLite metadata database through a read-only handle."""
-    from airflow.sdk.serde import deserialize
+    from tests.compat import deserialize
 
     fernet = _fernet(standalone)
     uri = f"{(standalone.home / 'airflow.db').as_uri()}?mode=ro"
@@ -256,7 +257,7 @@ def _polls_logged(records: list[dict[str, Any]], flux_task_id: str) -> list[str]
     return [
         str(record["event"])
         for record in records
-        if record.get("logger") == TRIGGER_LOGGER and pattern.match(str(record.get("event", "")))
+        if logged_by(record, TRIGGER_LOGGER) and pattern.match(str(record.get("event", "")))
     ]
 
 

@@ -176,6 +176,12 @@ def _run(
             return new_trigger and _ti(standalone, run.run_id)["state"] == "deferred"
 
         _wait(standalone, captured, deferred, f"{run.name}: the task deferred")
+        _wait(
+            standalone,
+            captured,
+            lambda: standalone.deferral_released(DAG_ID, run.run_id, TASK_ID, 1),
+            f"{run.name}: the scheduler heard that the deferring workload ended",
+        )
         run.deferred = True
         (run.flux_task_id,) = set(fake.tasks) - known
         when_deferred(run.flux_task_id)
