@@ -121,6 +121,11 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
             store = context.get("task_state_store")
             if store is not None and self.reschedule:
                 self._wait.restore(store.get(WAIT_STATE_KEY))
+            elif self.reschedule:
+                self.log.warning(
+                    "task_state_store is unavailable (Airflow < 3.3): in reschedule mode the "
+                    "count of failed polls starts again at every poke"
+                )
         return self._wait
 
     def _save_wait(self, context: Context, wait: TaskWait) -> None:

@@ -498,3 +498,16 @@ def test_sensor_tolerates_not_found_right_after_submission(fake_api: FakeFluxSer
     assert sensor.poke(_context()) is False
     with pytest.raises(AirflowFailException, match="404"):
         sensor.poke(_context())
+
+
+def test_sensor_in_reschedule_mode_without_a_state_store_says_so(
+    fake_api: FakeFluxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flux_task_id = fake_api.submit({"prompt": "made elsewhere"})
+    sensor = FluxTaskSensor(
+        task_id="wait", flux_task_id=flux_task_id, deferrable=False, mode="reschedule"
+    )
+    assert sensor.poke(_context()) is False
+    assert sensor.poke(_context()) is False
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "Airflow < 3.3" in line]
+    assert len(warnings) == 1
