@@ -60,7 +60,10 @@ class PollSchedule:
 
     def interval(self, polls_made: int) -> float:
         """The wait after ``polls_made`` polls."""
-        growth: float = self.factor ** max(polls_made - 1, 0)
+        try:
+            growth: float = self.factor ** max(polls_made - 1, 0)
+        except OverflowError:  # thousands of polls into a long wait: long past the cap
+            return self.maximum
         return min(self.maximum, self.initial * growth)
 
 

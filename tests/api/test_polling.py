@@ -72,6 +72,8 @@ def test_adaptive_schedule_grows_to_its_cap() -> None:
     schedule = PollSchedule()
     assert [schedule.interval(n) for n in range(1, 6)] == [2.0, 3.0, 4.5, 5.0, 5.0]
     assert PollSchedule.fixed(7).interval(9) == 7
+    # A wait of days at the cap (growth 1.5**n overflows a float after ~1750 polls).
+    assert PollSchedule().interval(100_000) == 5.0
     assert PollSchedule.from_interval(None) == PollSchedule()
     with pytest.raises(ValueError, match="growth factor"):
         PollSchedule(factor=0.5)
