@@ -26,6 +26,7 @@ import pytest
 from flux_provider.lineage import dataset_name
 from flux_provider.testing import FakeFluxServer, Fault
 from tests.airflow.test_example_dags import _xcom
+from tests.compat import HAS_TASK_STATE_STORE
 from tests.conftest import API_KEY, DAGS_FOLDER, REPO, load_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -280,10 +281,21 @@ def test_a_timed_out_try_then_a_retry_that_reattaches(
     defers, and completes on another resumed instance: both still know the task."""
     fake_api.duration = 2.5
     run = load_dag("flux_test_short_timeout").test()
-    assert run.state == "success"
-    (flux_task_id,) = fake_api.tasks
     job = "flux_test_short_timeout.generate"
     fails = lineage.of(job, "FAIL")
+    if not HAS_TASK_STATE_STORE:
+        # Below Airflow 3.3 every try submits its own task, which outlasts the 1 s wait again:
+        # each FAIL event still names the task its try submitted.
+        assert run.state == "failed"
+        assert lineage.of(job, "COMPLETE") == []
+        assert sorted(
+            fail["run"]["facets"]["externalQuery"]["externalQueryId"] for fail in fails
+        ) == sorted(fake_api.tasks)
+        assert all(fail["run"]["facets"]["fluxGeneration"]["reattached"] is False for fail in fails)
+        _assert_secret_free(lineage)
+        return
+    assert run.state == "success"
+    (flux_task_id,) = fake_api.tasks
     assert fails
     for fail in fails:
         facets = fail["run"]["facets"]
@@ -293,9 +305,7 @@ def test_a_timed_out_try_then_a_retry_that_reattaches(
     assert complete["run"]["runId"] not in {fail["run"]["runId"] for fail in fails}
     facets = complete["run"]["facets"]
     assert facets["externalQuery"]["externalQueryId"] == flux_task_id
-    # Re-attaching needs the task instance's state store (Airflow 3.3+).
-    reattached = fake_api.stats.create_requests == 1
-    assert facets["fluxGeneration"]["reattached"] is reattached
+    assert facets["fluxGeneration"]["reattached"] is True
     _assert_secret_free(lineage)
 
 
