@@ -16,10 +16,19 @@ import re
 
 
 class FluxError(Exception):
-    """Base class of every error raised by this package's API layer."""
+    """Base class of every error raised by this package's API layer.
+
+    A subclass declares its default with ``class X(FluxError, retryable=True)``; an instance
+    may override it (``retryable=`` in the constructor).
+    """
 
     retryable: bool = False
     """Whether a later attempt may succeed."""
+
+    def __init_subclass__(cls, *, retryable: bool | None = None) -> None:
+        super().__init_subclass__()
+        if retryable is not None:
+            cls.retryable = retryable
 
     def __init__(
         self,
@@ -76,32 +85,24 @@ class InvalidRequestError(FluxError):
     """422: the API rejected the request's parameters."""
 
 
-class RateLimitedError(FluxError):
+class RateLimitedError(FluxError, retryable=True):
     """429: too many requests; back off (honouring ``retry_after``) and retry."""
 
-    retryable = True
 
-
-class ServiceUnavailableError(FluxError):
+class ServiceUnavailableError(FluxError, retryable=True):
     """455: the service is under maintenance; back off and retry."""
 
-    retryable = True
 
-
-class ServerError(FluxError):
+class ServerError(FluxError, retryable=True):
     """500 (or another 5xx): the service failed; back off and retry."""
 
-    retryable = True
 
-
-class GenerationFailedError(FluxError):
+class GenerationFailedError(FluxError, retryable=True):
     """501 or a task that ended in state ``failed``.
 
     Retryable by default (a new task may succeed); not retryable when the
     failure code or message says the content itself was refused.
     """
-
-    retryable = True
 
 
 class FeatureDisabledError(FluxError):
@@ -112,13 +113,11 @@ class UnexpectedStatusError(FluxError):
     """A status code the API's documentation does not list."""
 
 
-class NoResultError(FluxError):
+class NoResultError(FluxError, retryable=True):
     """The task ended in ``success`` but its answer holds no image URL.
 
     Retryable: the retry looks at the task again and submits anew if it still has none.
     """
-
-    retryable = True
 
 
 class CreditLimitError(FluxError):
@@ -129,10 +128,8 @@ class ConnectionConfigError(FluxError, ValueError):
     """The Airflow connection cannot describe a usable client (no key, a bad URL, a bad extra)."""
 
 
-class TransportError(FluxError):
+class TransportError(FluxError, retryable=True):
     """The request did not complete: connection refused or reset, DNS, protocol error."""
-
-    retryable = True
 
 
 class ConnectionFailedError(TransportError):
@@ -143,16 +140,12 @@ class RequestTimeoutError(TransportError):
     """The request timed out (connect, read, write or pool)."""
 
 
-class MalformedResponseError(FluxError):
+class MalformedResponseError(FluxError, retryable=True):
     """The answer could not be understood: not JSON, wrong shape, oversized, not UTF-8."""
 
-    retryable = True
 
-
-class TaskTimeoutError(FluxError):
+class TaskTimeoutError(FluxError, retryable=True):
     """Waiting for a task ran past its deadline; the task may still finish."""
-
-    retryable = True
 
 
 _ERROR_BY_CODE: dict[int, type[FluxError]] = {

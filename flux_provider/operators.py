@@ -25,7 +25,7 @@ from flux_provider.links import FluxResultLink
 from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
 from flux_provider.outcomes import fail, failing_the_task
 from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
-from flux_provider.waiting import FluxWaitMixin, check_wait_settings
+from flux_provider.waiting import FluxWaitMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -153,7 +153,9 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         super().__init__(**kwargs)
         if model != MODEL_NAME:
             raise ValueError(f"model must be {MODEL_NAME!r}, got {model!r}")
-        check_wait_settings(poll_interval, timeout, max_consecutive_errors)
+        self.keep_wait_settings(
+            flux_conn_id, deferrable, poll_interval, timeout, max_consecutive_errors
+        )
         _check_credit_limit("min_balance", min_balance)
         _check_credit_limit("max_credits", max_credits)
         # Fields that are not templated can be checked now, when the DAG is parsed.
@@ -172,12 +174,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         self.extra_input = extra_input
         self.model = model
         self.callback_url = callback_url
-        self.flux_conn_id = flux_conn_id
-        self.deferrable = deferrable
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-        self.max_consecutive_errors = max_consecutive_errors
         self.reattach = reattach
         self.download_to = download_to
         self.max_download_bytes = max_download_bytes

@@ -15,7 +15,7 @@ from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink
 from flux_provider.outcomes import fail
 from flux_provider.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, Outcome, TaskWait, log_progress
-from flux_provider.waiting import FluxWaitMixin, check_wait_settings
+from flux_provider.waiting import FluxWaitMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -62,13 +62,11 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         poke_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        check_wait_settings(poll_interval, timeout, max_consecutive_errors)
         super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
+        self.keep_wait_settings(
+            flux_conn_id, deferrable, poll_interval, timeout, max_consecutive_errors
+        )
         self.flux_task_id = flux_task_id
-        self.flux_conn_id = flux_conn_id
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.max_consecutive_errors = max_consecutive_errors
         self._wait: TaskWait | None = None
 
     def execute(self, context: Context) -> Any:

@@ -28,18 +28,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def check_wait_settings(poll_interval: float | None, timeout: float, max_errors: int) -> None:
-    """Reject impossible wait settings when the DAG is parsed."""
-    if poll_interval is not None and not poll_interval > 0:
-        raise ValueError(
-            f"poll_interval must be > 0 seconds (or None for adaptive), got {poll_interval}"
-        )
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    if max_errors < 0:
-        raise ValueError(f"max_consecutive_errors must be >= 0, got {max_errors}")
-
-
 def result_link_target(result: Mapping[str, Any]) -> str | None:
     """The first stored copy when it is browsable over http(s), else the first result URL."""
     stored = [s["location"] for s in result.get("stored") or []]
@@ -60,6 +48,29 @@ class FluxWaitMixin:
     log: Any
     flux_result: dict[str, Any] | None = None
     """The result this instance delivered, once it has (its lineage events read it)."""
+
+    def keep_wait_settings(
+        self,
+        flux_conn_id: str,
+        deferrable: bool,
+        poll_interval: float | None,
+        timeout: float,
+        max_consecutive_errors: int,
+    ) -> None:
+        """Check each wait setting (when the DAG is parsed) and keep it on the task."""
+        if poll_interval is not None and not poll_interval > 0:
+            raise ValueError(
+                f"poll_interval must be > 0 seconds (or None for adaptive), got {poll_interval}"
+            )
+        self.poll_interval = poll_interval
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.timeout = timeout
+        if max_consecutive_errors < 0:
+            raise ValueError(f"max_consecutive_errors must be >= 0, got {max_consecutive_errors}")
+        self.max_consecutive_errors = max_consecutive_errors
+        self.flux_conn_id = flux_conn_id
+        self.deferrable = deferrable
 
     @cached_property
     def hook(self) -> FluxHook:

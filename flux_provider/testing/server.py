@@ -29,6 +29,19 @@ _JOIN_TIMEOUT = 5.0
 _NOT_STARTED = "FakeFluxServer is not started; call start() or use `with`"
 
 
+def _style_option(name: str, doc: str) -> Any:
+    """A settable server attribute that reads and replaces one field of the server's
+    :class:`WireStyle` (under its lock)."""
+
+    def read(server: FakeFluxServer) -> Any:
+        return getattr(server._style(), name)
+
+    def write(server: FakeFluxServer, value: Any) -> None:
+        server._restyle(**{name: value})
+
+    return property(read, write, doc=doc)
+
+
 class FakeFluxServer(StartStop):
     """An in-process fake of the FLUX.2 [max] task API, served over real HTTP on loopback.
 
@@ -251,32 +264,16 @@ class FakeFluxServer(StartStop):
         """What a 1K task costs (a 2K one costs double)."""
         return self._state.account.credits_per_image
 
-    @property
-    def status_words(self) -> Mapping[FakeTaskStatus, str]:
-        """Word sent for each canonical status that is not sent as itself."""
-        return self._style().status_words
-
-    @status_words.setter
-    def status_words(self, words: Mapping[FakeTaskStatus, str]) -> None:
-        self._restyle(status_words=words)
-
-    @property
-    def result_shape(self) -> ResultShape:
-        """Where success puts the image URL; changing it affects every later answer."""
-        return self._style().result_shape
-
-    @result_shape.setter
-    def result_shape(self, shape: ResultShape) -> None:
-        self._restyle(result_shape=shape)
-
-    @property
-    def failure_shape(self) -> FailureShape:
-        """Where failure puts its code and reason; changing it affects every later answer."""
-        return self._style().failure_shape
-
-    @failure_shape.setter
-    def failure_shape(self, shape: FailureShape) -> None:
-        self._restyle(failure_shape=shape)
+    status_words: Mapping[FakeTaskStatus, str] = _style_option(
+        "status_words", "Word sent for each canonical status that is not sent as itself."
+    )
+    result_shape: ResultShape = _style_option(
+        "result_shape", "Where success puts the image URL; changing it affects every later answer."
+    )
+    failure_shape: FailureShape = _style_option(
+        "failure_shape",
+        "Where failure puts its code and reason; changing it affects every later answer.",
+    )
 
     def _style(self) -> WireStyle:
         with self._state.lock:

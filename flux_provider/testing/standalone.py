@@ -250,19 +250,15 @@ class StandaloneAirflow(StartStop):
             client.headers["authorization"] = f"Bearer {self.token()}"
         return client.request(method, path, json=json, params=params, headers=headers)
 
-    def api(
-        self,
-        method: str,
-        path: str,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Any:
+    def api(self, method: str, path: str, **options: Any) -> Any:
         """An authenticated JSON request (e.g. ``api("GET", "/api/v2/dags")``); decoded body.
+
+        ``options`` are :meth:`request`'s (``json``, ``params``, ``headers``).
 
         Raises:
             httpx.HTTPStatusError: The answer was not 2xx (the body is in the message).
         """
-        response = self.request(method, path, json=json, params=params)
+        response = self.request(method, path, **options)
         if response.is_error:
             raise httpx.HTTPStatusError(
                 f"{method} {path} -> {response.status_code}: {response.text}",

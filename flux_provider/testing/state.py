@@ -99,7 +99,7 @@ class ServerState:
                 duration=self.duration,
                 started=now,
                 created_at=time.time(),
-                ending=ending,
+                planned=ending,
                 cost=cost,
                 charged=via_api,
             )

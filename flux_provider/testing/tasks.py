@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .shapes import FakeTaskStatus, WireStyle
@@ -71,46 +71,32 @@ class Terminal:
     completed_at: float  # wall time
 
 
+@dataclass(eq=False)
 class TaskRecord:
     """Mutable server-side record of one task; the server guards it with its lock.
 
     The status is derived from the server's clock instead of being advanced by a thread:
     ``pending`` for the first third of ``duration``, ``running`` for the rest, then the
-    planned ending unless :meth:`force` ended the task earlier.
+    ``planned`` ending unless :meth:`force` ended the task earlier.
     """
 
-    def __init__(
-        self,
-        *,
-        flux_task_id: str,
-        model: str,
-        input: Mapping[str, object],
-        callback_url: str | None,
-        duration: float,
-        started: float,
-        created_at: float,
-        ending: Ending,
-        cost: float,
-        charged: bool,
-    ) -> None:
-        """Create a running task that started at clock time ``started``."""
-        self.flux_task_id = flux_task_id
-        self.model = model
-        self.input = input
-        self.callback_url = callback_url
-        self.duration = duration
-        self.started = started
-        self.created_at = created_at
-        self.cost = cost
-        self.charged = charged
-        self.callback_due = False
-        self._planned = ending
-        self._forced: Terminal | None = None
+    flux_task_id: str
+    model: str
+    input: Mapping[str, object]
+    callback_url: str | None
+    duration: float
+    started: float  # clock time of creation
+    created_at: float  # wall time of creation
+    planned: Ending
+    cost: float
+    charged: bool  # whether creating it took credits (a task made by submit() did not)
+    callback_due: bool = field(default=False, init=False)
+    _forced: Terminal | None = field(default=None, init=False)
 
     @property
     def may_fail(self) -> bool:
         """Whether the task is planned to fail (so a refund may come due)."""
-        return self._planned.status == "failed"
+        return self.planned.status == "failed"
 
     def _elapsed(self, now: float) -> float:
         # An injected clock may go backwards; never report a negative age.
@@ -121,7 +107,7 @@ class TaskRecord:
         if self._forced is not None:
             return self._forced
         if self._elapsed(now) >= self.duration:
-            return Terminal(self._planned, self.duration, self.created_at + self.duration)
+            return Terminal(self.planned, self.duration, self.created_at + self.duration)
         return None
 
     def status(self, now: float) -> FakeTaskStatus:
