@@ -14,6 +14,7 @@ from flux_provider import config, get_provider_info
 from flux_provider.hooks import FluxHook, build_config
 from flux_provider.testing import FakeFluxServer
 from tests.airflow.conftest import API_KEY
+from tests.airflow.support import CONN_FIELDS
 from tests.compat import CONNECTION_TEST_FAILURE_EXIT_CODE
 
 
@@ -175,15 +176,7 @@ def test_provider_info_lists_every_component() -> None:
     assert info["package-name"] == "airflow-provider-flux"
     (conn_type,) = info["connection-types"]
     assert conn_type["hook-class-name"] == "flux_provider.hooks.FluxHook"
-    assert set(conn_type["conn-fields"]) == {
-        "header_name",
-        "create_path",
-        "info_path",
-        "balance_path",
-        "estimate_path",
-        "timeout",
-        "allow_insecure_http",
-    }
+    assert set(conn_type["conn-fields"]) == CONN_FIELDS
     assert conn_type["ui-field-behaviour"]["relabeling"]["password"] == "API key"
     assert info["extra-links"] == ["flux_provider.links.FluxResultLink"]
     modules = [m for key in ("hooks", "operators", "sensors", "triggers") for m in info[key]]

@@ -18,6 +18,7 @@ import pytest
 from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.standalone import StandaloneAirflow
 from tests.airflow.conftest import API_KEY
+from tests.airflow.support import CONN_FIELDS
 from tests.compat import logged_by
 from tests.conftest import standalone_airflow
 
@@ -25,15 +26,6 @@ pytestmark = pytest.mark.timeout(600)
 
 DAG_ID = "flux_text_to_image"
 TASK_ID = "generate_hero_image"
-CONN_FIELDS = {
-    "header_name",
-    "create_path",
-    "info_path",
-    "balance_path",
-    "estimate_path",
-    "timeout",
-    "allow_insecure_http",
-}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from flux_provider.config import ClientConfig
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.triggers import FluxTaskTrigger
 from tests.airflow.conftest import API_KEY
+from tests.airflow.support import flux_trigger
 
 PROMPT = {"prompt": "a paper crane on a desk"}
 
@@ -24,14 +25,7 @@ async def _events(trigger: FluxTaskTrigger) -> list[dict[str, Any]]:
     return [event.payload async for event in trigger.run()]
 
 
-def _trigger(flux_task_id: str, **overrides: Any) -> FluxTaskTrigger:
-    options: dict[str, Any] = {
-        "deadline": time.time() + 30,
-        "poll_interval": 0.05,
-        "max_consecutive_errors": 3,
-    }
-    options.update(overrides)
-    return FluxTaskTrigger(flux_task_id, "flux_default", **options)
+_trigger = flux_trigger
 
 
 def test_serialisation_round_trip_through_serde() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from flux_provider.client_pool import ClientRegistry, shared_client
 from flux_provider.config import MAX_CONNECTIONS, ClientConfig
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.triggers import FluxTaskTrigger
+from tests.airflow.support import flux_trigger
 
 PROMPT = {"prompt": "a row of paper lanterns"}
 ROTATED_KEY = "sk-flux-test-ROTATED-never-accepted"
@@ -42,14 +44,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> RecordingRegistry:
     return recording
 
 
-def _trigger(flux_task_id: str, **overrides: Any) -> FluxTaskTrigger:
-    options: dict[str, Any] = {
-        "deadline": time.time() + 60,
-        "poll_interval": 0.2,
-        "max_consecutive_errors": 3,
-    }
-    options.update(overrides)
-    return FluxTaskTrigger(flux_task_id, "flux_default", **options)
+_trigger = partial(flux_trigger, wait=60, poll_interval=0.2)
 
 
 async def _event(trigger: FluxTaskTrigger) -> dict[str, Any]:
