@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
@@ -13,12 +12,13 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from flux_provider.config import DEFAULT_WAIT_TIMEOUT
+from flux_provider.credit_checks import check_credit_limit, check_credits
 from flux_provider.downloads import (
     DEFAULT_MAX_IMAGE_BYTES,
     ResultDownloader,
     private_hosts_allowed,
 )
-from flux_provider.errors import CreditLimitError, FluxError, InvalidInputError, NotFoundError
+from flux_provider.errors import FluxError, InvalidInputError, NotFoundError
 from flux_provider.events import MalformedEventError, TaskEvent
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink
@@ -69,16 +69,6 @@ def _noting_failure(
             raise
 
     return noting
-
-
-def _check_credit_limit(name: str, value: float | None) -> None:
-    if value is not None and not (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    ):
-        raise ValueError(f"{name} must be a number of credits >= 0 (or None), got {value!r}")
 
 
 class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
@@ -156,8 +146,8 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         self.keep_wait_settings(
             flux_conn_id, deferrable, poll_interval, timeout, max_consecutive_errors
         )
-        _check_credit_limit("min_balance", min_balance)
-        _check_credit_limit("max_credits", max_credits)
+        check_credit_limit("min_balance", min_balance)
+        check_credit_limit("max_credits", max_credits)
         # Fields that are not templated can be checked now, when the DAG is parsed.
         static = {"aspect_ratio": aspect_ratio, "resolution": resolution, "seed": seed}
         try:
@@ -223,7 +213,14 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
                 return {"flux_task_id": flux_task_id, "state": state}
             return self.wait_for_result(context, flux_task_id, info)
         with failing_the_task(self.log):
-            self._check_credits(flux_input)
+            check_credits(
+                self.hook,
+                flux_input,
+                model=self.model,
+                min_balance=self.min_balance,
+                max_credits=self.max_credits,
+                log=self.log,
+            )
             flux_task_id = self.hook.create_task(
                 flux_input, model=self.model, callback_url=self.callback_url
             )
@@ -317,35 +314,6 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         if store is None and warn:
             self.log.warning("task_state_store is unavailable: a retry will submit a new task")
         return store
-
-    def _check_credits(self, flux_input: Flux2MaxInput) -> None:
-        """The opt-in credit checks before submitting; raises :class:`CreditLimitError`."""
-        if self.min_balance is not None:
-            balance = self.hook.get_balance()
-            if balance < self.min_balance:
-                raise CreditLimitError(
-                    f"the account has {balance:g} credits, below min_balance="
-                    f"{self.min_balance:g}: not submitting"
-                )
-            self.log.info("Balance %g credits (min_balance %g)", balance, self.min_balance)
-        if self.max_credits is not None:
-            try:
-                cost = self.hook.estimate_credits(flux_input, model=self.model)
-            except NotFoundError as error:
-                config = self.hook.client.config
-                raise CreditLimitError(
-                    f"max_credits={self.max_credits:g} is set, but {config.base_url} has no "
-                    f"estimate-credits endpoint at {config.estimate_path} (404): the cost cannot "
-                    "be checked, so nothing was submitted. Unset max_credits, or set the "
-                    "connection's estimate_path",
-                    server_message=error.server_message,
-                ) from None
-            if cost > self.max_credits:
-                raise CreditLimitError(
-                    f"the task would cost {cost:g} credits, above max_credits="
-                    f"{self.max_credits:g}: not submitting"
-                )
-            self.log.info("Estimated cost %g credits (max_credits %g)", cost, self.max_credits)
 
     def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
         downloader = ResultDownloader(
