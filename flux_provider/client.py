@@ -221,21 +221,12 @@ class FluxClient(_ClientBase):
             ) from None
         return self._answer(response, body, flux_task_id)
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        idempotent: bool,
-        retry: bool = True,
-        flux_task_id: str | None = None,
-        **request: Any,
-    ) -> Envelope:
-        built = self._http.build_request(method, path, **request)
-        attempts = self._attempts(idempotent, retry)
+    def _call(self, call: _Call, *, retry: bool = True) -> Envelope:
+        request = self._http.build_request(call.method, call.path, **call.options)
+        attempts = self._attempts(call.idempotent, retry)
         while True:
             try:
-                return self._send(built, flux_task_id)
+                return self._send(request, call.flux_task_id)
             except FluxError as error:
                 self._sleep(attempts.delay_after(error))
 
@@ -243,32 +234,20 @@ class FluxClient(_ClientBase):
         self, input: TaskInput, *, model: str = MODEL_NAME, callback_url: str | None = None
     ) -> str:
         """Validate ``input``, submit a task and return its id."""
-        body = _body_for(input, model, callback_url)
-        return task_id_of(self._call("POST", self.config.create_path, idempotent=False, json=body))
+        return task_id_of(self._call(self._create_call(input, model, callback_url)))
 
     def get_task(self, flux_task_id: str, *, retry: bool = True) -> TaskInfo:
         """Fetch a task's state and result (one poll, retried on transient errors)."""
-        envelope = self._call(
-            "GET",
-            self.config.info_path,
-            idempotent=True,
-            retry=retry,
-            flux_task_id=flux_task_id,
-            params=task_query(flux_task_id),
-        )
+        envelope = self._call(self._info_call(flux_task_id), retry=retry)
         return self._task_info(envelope, flux_task_id)
 
     def get_balance(self, *, retry: bool = True) -> float:
         """The account's credits (free to call)."""
-        return balance_of(self._call("GET", self.config.balance_path, idempotent=True, retry=retry))
+        return balance_of(self._call(self._balance_call(), retry=retry))
 
     def estimate_credits(self, input: TaskInput, *, model: str = MODEL_NAME) -> float:
         """What a task with ``input`` would cost, in credits (creates nothing)."""
-        body = _body_for(input, model, None)
-        # Creates nothing, so it is as safe to resend as a GET.
-        return estimate_of(
-            self._call("POST", self.config.estimate_path, idempotent=True, json=body)
-        )
+        return estimate_of(self._call(self._estimate_call(input, model)))
 
     def wait_for_task(
         self,
@@ -367,6 +346,10 @@ class AsyncFluxClient(_ClientBase):
     async def get_balance(self, *, retry: bool = True) -> float:
         """The account's credits (free to call)."""
         return balance_of(await self._call(self._balance_call(), retry=retry))
+
+    async def estimate_credits(self, input: TaskInput, *, model: str = MODEL_NAME) -> float:
+        """What a task with ``input`` would cost, in credits (creates nothing)."""
+        return estimate_of(await self._call(self._estimate_call(input, model)))
 
     async def wait_for_task(
         self,

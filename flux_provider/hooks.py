@@ -288,6 +288,11 @@ class FluxHook(BaseHook):
         async with self.async_client() as client:
             return await client.get_balance()
 
+    async def aestimate_credits(self, input: TaskInput, *, model: str = MODEL_NAME) -> float:
+        """Async twin of :meth:`estimate_credits`."""
+        async with self.async_client() as client:
+            return await client.estimate_credits(input, model=model)
+
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: ask for the account's balance.
 

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flux_provider.errors import FluxError, NotFoundError, TaskTimeoutError
+from flux_provider.errors import FluxError, NotFoundError, RateLimitedError, TaskTimeoutError
 from flux_provider.models import TaskInfo, TaskState
+from flux_provider.retry import RETRY_AFTER_MAX
 
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 DEFAULT_NOT_FOUND_GRACE = 3
@@ -157,14 +158,19 @@ class TaskWait:
                 raise error
         elif not error.retryable:
             raise error
-        elif self.errors_in_a_row > self.max_consecutive_errors:
+        elif self.errors_in_a_row > self.max_consecutive_errors and not isinstance(
+            error, RateLimitedError
+        ):
+            # A 429 is the server saying when to come back, not a failure: only the deadline
+            # ends a wait that keeps being rate limited.
             error.message = (
                 f"{error.message} ({self.errors_in_a_row} polls in a row failed; giving up)"
             )
             raise error
-        self._retry_after = error.retry_after
+        # The server's Retry-After is honoured beyond our own back-off ceiling.
+        self._retry_after = min(error.retry_after, RETRY_AFTER_MAX) if error.retry_after else None
         backoff = math.ldexp(self.schedule.interval(1), self.errors_in_a_row - 1)
-        return min(max(backoff, error.retry_after or 0.0), ERROR_BACKOFF_MAX)
+        return max(min(backoff, ERROR_BACKOFF_MAX), self._retry_after or 0.0)
 
     def next_delay(self) -> float:
         """The pause before the next regular poll, never past the deadline."""
@@ -183,10 +189,13 @@ class TaskWait:
     def timeout_error(self) -> TaskTimeoutError:
         """The error describing a wait that ran out of time."""
         state = self.last_raw_state or "never seen"
+        failing = ""
+        if self.errors_in_a_row and self.last_error is not None:
+            failing = f"; the last {self.errors_in_a_row} failed: {self.last_error.message}"
         return TaskTimeoutError(
             f"{self.deadline_name} reached: waited {self.elapsed:.1f}s for flux task "
-            f"{self.flux_task_id} ({self.polls} polls; last state: {state}). The task may "
-            "still finish: a retry re-attaches to it",
+            f"{self.flux_task_id} ({self.polls} polls; last state: {state}{failing}). The task "
+            "may still finish: a retry re-attaches to it",
             flux_task_id=self.flux_task_id,
         )
 

@@ -73,8 +73,8 @@ def epoch_seconds(value: Any) -> float | None:
 
 
 def decoded_json(value: Any) -> Any:
-    """A JSON string's content (objects and lists only); anything else unchanged."""
-    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+    """A JSON string's content (an object, a list or a quoted string); anything else unchanged."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "[", '"'):
         try:
             return json.loads(value)
         except (ValueError, RecursionError):

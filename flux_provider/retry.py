@@ -19,6 +19,9 @@ from flux_provider.errors import (
     ServiceUnavailableError,
 )
 
+RETRY_AFTER_MAX = 120.0
+"""The longest ``Retry-After`` honoured; a longer one is waited for this long, then retried."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -27,7 +30,7 @@ class RetryPolicy:
     max_attempts: int = 4
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
-    retry_after_max: float = 120.0
+    retry_after_max: float = RETRY_AFTER_MAX
 
     def delay(self, attempt: int, error: FluxError, rng: random.Random) -> float:
         """Seconds to wait after failed ``attempt`` (1-based): the server's ``Retry-After`` wins."""

@@ -74,15 +74,19 @@ URL_KEYS: Final = (
     "image_urls",
     "urls",
     "result_urls",
-    "resultUrls",
     "output",
     "outputs",
     "image",
+    "image_url",
     "url",
+    "result",
+    "data",
 )
-"""Keys under which an object may carry result URLs, in the order they are tried."""
+"""Keys under which an object may carry result URLs, in the order they are tried; matched
+whatever their case and underscores (``resultUrls``, ``URL``)."""
 
-_FAIL_MESSAGE_KEYS: Final = ("error_message", "fail_msg", "error", "message")
+_FAIL_MESSAGE_KEYS: Final = ("error_message", "fail_msg", "error", "message", "msg")
+"""Where a failure's reason may sit (in ``result``, then in ``data``), matched like URL_KEYS."""
 _FAIL_CODE_KEYS: Final = ("error_code", "fail_code", "code")
 _MAX_URL_DEPTH = 6
 MAX_RESULT_URLS = 32
@@ -135,11 +139,24 @@ def task_query(flux_task_id: str) -> dict[str, str]:
 # -- answers ----------------------------------------------------------------------------
 
 
+def _folded(key: object) -> str:
+    """A key as compared: ``resultUrls``, ``result_urls`` and ``RESULT_URLS`` are one key."""
+    return str(key).lower().replace("_", "")
+
+
+def _pick(node: Mapping[Any, Any], keys: tuple[str, ...]) -> list[Any]:
+    """The values of ``node`` under ``keys`` (whatever their case and underscores), in order."""
+    folded = {_folded(key): value for key, value in node.items()}
+    return [folded[_folded(key)] for key in keys if _folded(key) in folded]
+
+
 def _code(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     return None
@@ -164,7 +181,7 @@ def read_answer(
     retry_after = parse_retry_after(headers.get("retry-after"))
     try:
         # ValueError covers bad UTF-8, bad JSON and over-long integers; RecursionError, nesting.
-        payload = scrub(json.loads(body.decode("utf-8")), secret)
+        payload = scrub(json.loads(body.decode("utf-8-sig")), secret)
     except (ValueError, RecursionError) as exc:
         if status >= 300:
             raise error_for_code(
@@ -186,7 +203,7 @@ def read_answer(
         )
     code = _code(payload.get("code"))
     if code is None:
-        code = status
+        code = 200 if 200 <= status < 300 else status
     text = payload.get("message") or payload.get("msg") or ""
     message = text if isinstance(text, str) else json.dumps(text)
     if secret:
@@ -195,14 +212,25 @@ def read_answer(
         raise error_for_code(
             code, message[:500], flux_task_id=flux_task_id, retry_after=retry_after
         )
-    return Envelope(code=code, message=message, data=payload.get("data"))
+    return Envelope(code=code, message=message, data=decoded_json(payload.get("data")))
+
+
+def _task_id(value: Any) -> str | None:
+    """A task id as sent: a non-empty string, or a number (read as its digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
 
 
 def task_id_of(envelope: Envelope) -> str:
     """The ``task_id`` of a ``CreateTask`` answer."""
     data = envelope.data
-    task_id = data.get("task_id") if isinstance(data, dict) else None
-    if not isinstance(task_id, str) or not task_id:
+    task_id = (
+        _task_id(next(iter(_pick(data, ("task_id",))), None)) if isinstance(data, dict) else None
+    )
+    if task_id is None:
         raise MalformedResponseError("the CreateTask answer has no task_id in its data")
     try:
         return check_task_id(task_id)
@@ -231,8 +259,8 @@ def _urls(node: Any, depth: int = 0) -> list[str]:
     if isinstance(node, list):
         return [url for item in node for url in _urls(item, depth + 1)]
     if isinstance(node, dict):
-        for key in URL_KEYS:
-            found = _urls(node.get(key), depth + 1) if key in node else []
+        for value in _pick(node, URL_KEYS):
+            found = _urls(value, depth + 1)
             if found:
                 return found
     return []
@@ -241,7 +269,7 @@ def _urls(node: Any, depth: int = 0) -> list[str]:
 def _first_text(*values: Any) -> str | None:
     for value in values:
         if isinstance(value, dict):
-            value = value.get("message")
+            value = next(iter(_pick(value, ("message", "msg"))), None)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             text = str(value).strip()
             if text:
@@ -252,14 +280,23 @@ def _first_text(*values: Any) -> str | None:
 def _failure_details(data: Mapping[str, Any], result: Any) -> tuple[str | None, str | None]:
     """The failure's code and message: ``result`` first, then the other places, all in data."""
     details = result if isinstance(result, dict) else {}
-    error = data.get("error")
-    message = _first_text(details.get("message"), *(data.get(k) for k in _FAIL_MESSAGE_KEYS))
+    # A failed task's result may be the reason itself, as plain text.
+    reason = result if isinstance(result, str) and not is_http_url(result.strip()) else None
+    error = next(iter(_pick(data, ("error",))), None)
+    message = _first_text(
+        *_pick(details, _FAIL_MESSAGE_KEYS), reason, *_pick(data, _FAIL_MESSAGE_KEYS)
+    )
     code = _first_text(
-        details.get("code"),
-        *(data.get(k) for k in _FAIL_CODE_KEYS),
-        error.get("code") if isinstance(error, dict) else None,
+        *_pick(details, ("code", *_FAIL_CODE_KEYS)),
+        *_pick(data, _FAIL_CODE_KEYS),
+        *(_pick(error, ("code",)) if isinstance(error, dict) else ()),
     )
     return code, message
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` that ``data`` holds with a value (not ``null``)."""
+    return next((data[key] for key in keys if data.get(key) is not None), None)
 
 
 def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = "") -> TaskInfo:
@@ -273,8 +310,7 @@ def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = ""
             f"the task-info answer's data is a {type(data).__name__}, not an object",
             flux_task_id=flux_task_id,
         )
-    answered = data.get("task_id")
-    task_id = answered if isinstance(answered, str) and answered else flux_task_id
+    task_id = _task_id(next(iter(_pick(data, ("task_id",))), None)) or flux_task_id
     if not task_id:
         raise MalformedResponseError("the task-info answer names no task_id")
     if flux_task_id is not None and task_id != flux_task_id:
@@ -305,8 +341,8 @@ def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = ""
             fail_code=fail_code[:100] if fail_code else None,
             fail_msg=fail_msg[:2000] if fail_msg else None,
             credits=finite_number(data.get("credits")),
-            created_at=epoch_seconds(data.get("create_at", data.get("created_at"))),
-            completed_at=epoch_seconds(data.get("complete_at", data.get("completed_at"))),
+            created_at=epoch_seconds(_first(data, "create_at", "created_at")),
+            completed_at=epoch_seconds(_first(data, "complete_at", "completed_at")),
             duration_s=finite_number(data.get("duration_s")),
         )
     except ValidationError as exc:
@@ -331,7 +367,11 @@ def task_info_from_callback(payload: Any, *, secret: str = "") -> TaskInfo:
             payload = json.loads(payload)
         except (ValueError, RecursionError):
             raise MalformedResponseError("the callback's body is not JSON") from None
-    if isinstance(payload, dict) and isinstance(payload.get("data"), dict) and "code" in payload:
+    if (
+        isinstance(payload, dict)
+        and isinstance(payload.get("data"), dict)
+        and ("code" in payload or not _pick(payload, ("task_id",)))
+    ):
         payload = payload["data"]
     return task_info_of(scrub(payload, secret) if secret else payload, secret=secret)
 

@@ -150,9 +150,12 @@ def test_balance_and_estimate(fake_api: FakeFluxServer) -> None:
     assert fake_api.stats.tasks_created == 0
 
 
-async def test_async_balance(fake_api: FakeFluxServer) -> None:
+async def test_async_balance_and_estimate(fake_api: FakeFluxServer) -> None:
     fake_api.balance = 7
     assert await FluxHook().aget_balance() == 7
+    assert await FluxHook().aestimate_credits({"prompt": "x", "resolution": "2K"}) == 12
+    assert fake_api.stats.estimate_requests == 1
+    assert fake_api.stats.tasks_created == 0
 
 
 async def test_async_twins(fake_api: FakeFluxServer) -> None:

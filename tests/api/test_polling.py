@@ -24,6 +24,7 @@ from flux_provider.polling import (
     wait_async,
     wait_blocking,
 )
+from flux_provider.retry import RETRY_AFTER_MAX
 
 
 @dataclass
@@ -135,6 +136,25 @@ def test_error_backoff_is_capped_and_honours_retry_after() -> None:
     assert fresh.delay == 12
     fresh.observe(info("running"))
     assert fresh.delay == 3.0  # back on the schedule (second poll), the Retry-After forgotten
+
+
+@pytest.mark.parametrize(("retry_after", "delay"), [(45, 45), (90, 90), (600, RETRY_AFTER_MAX)])
+def test_a_retry_after_beyond_the_backoff_ceiling_is_honoured(
+    retry_after: float, delay: float
+) -> None:
+    """The server's Retry-After wins over our 30 s back-off ceiling, up to the client's cap."""
+    wait = TaskWait("task_1", clock=FakeClock())
+    wait.observe(RateLimitedError("slow", retry_after=retry_after))
+    assert wait.delay == delay
+    assert delay > ERROR_BACKOFF_MAX
+
+
+def test_rate_limited_polls_never_end_the_wait_by_themselves() -> None:
+    wait = TaskWait("task_1", max_consecutive_errors=2, clock=FakeClock())
+    for _ in range(10):
+        assert wait.observe(RateLimitedError("slow down", retry_after=5)) is None
+    assert wait.errors_in_a_row == 10
+    assert wait.observe(info("success", result_urls=["https://cdn.example/0.png"])) is not None
 
 
 def test_too_many_errors_in_a_row_end_the_wait() -> None:

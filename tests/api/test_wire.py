@@ -160,10 +160,18 @@ def test_the_key_is_scrubbed_from_server_messages() -> None:
     assert "***" in str(info.value)
 
 
-@pytest.mark.parametrize("data", [{"id": "x"}, {"task_id": ""}, None, {"task_id": 7}])
+@pytest.mark.parametrize(
+    "data", [{"id": "x"}, {"task_id": ""}, {"task_id": "  "}, None, {"task_id": True}]
+)
 def test_create_answer_without_a_task_id_is_malformed(data: object) -> None:
     with pytest.raises(MalformedResponseError, match="task_id"):
         task_id_of(Envelope(200, "success", data))
+
+
+@pytest.mark.parametrize(("sent", "read"), [(12345678, "12345678"), (" task_9 ", "task_9")])
+def test_a_numeric_or_padded_task_id_is_read_as_text(sent: object, read: str) -> None:
+    assert task_id_of(Envelope(200, "success", {"task_id": sent})) == read
+    assert task_info_of({"task_id": sent, "status": "running"}).flux_task_id == read
 
 
 def test_create_answer_with_path_characters_in_the_id_is_malformed() -> None:
@@ -453,3 +461,87 @@ def test_seen_estimate_answer() -> None:
 def test_estimate_without_a_number_is_malformed() -> None:
     with pytest.raises(MalformedResponseError, match=r"data\.credits"):
         estimate_of(Envelope(200, "success", {"estimated": True}))
+
+
+# -- plausible spellings the documentation leaves open ----------------------------------
+
+
+def test_a_code_sent_as_an_integral_float_is_a_code() -> None:
+    with pytest.raises(AuthenticationError):
+        _read({"code": 401.0, "message": "invalid key", "data": None})
+    assert _read({"code": 200.0, "data": {"task_id": "t"}}).code == 200
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+def test_a_2xx_answer_without_a_body_code_is_a_success(status: int) -> None:
+    assert _read({"data": {"task_id": "t"}}, status=status).data == {"task_id": "t"}
+
+
+def test_a_byte_order_mark_before_the_json_is_ignored() -> None:
+    body = b"\xef\xbb\xbf" + json.dumps({"code": 200, "data": {"task_id": "t"}}).encode()
+    assert task_id_of(_read(body)) == "t"
+
+
+def test_data_sent_as_a_json_string_is_decoded() -> None:
+    envelope = _read(
+        {
+            "code": 200,
+            "data": json.dumps(
+                {"task_id": "task_1", "status": "success", "result": {"media_urls": [URL]}}
+            ),
+        }
+    )
+    assert task_id_of(envelope) == "task_1"
+    assert task_info_of(envelope.data, flux_task_id="task_1").result_urls == [URL]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"code": 501, "msg": "the upstream model timed out"},
+        {"code": 501, "error": "the upstream model timed out"},
+        {"code": 501, "error": {"message": "the upstream model timed out"}},
+        {"code": 501, "errorMessage": "the upstream model timed out"},
+        "the upstream model timed out",
+        json.dumps("the upstream model timed out"),
+    ],
+)
+def test_a_failure_reason_is_read_wherever_the_result_puts_it(result: object) -> None:
+    info = _info({"status": "failed", "result": result})
+    assert info.fail_msg == "the upstream model timed out"
+
+
+@pytest.mark.parametrize("key", ["errorMessage", "failMsg", "ERROR_MESSAGE", "msg"])
+def test_a_failure_reason_beside_the_result_is_read_whatever_its_spelling(key: str) -> None:
+    info = _info({"status": "failed", "result": None, key: "content refused", "errorCode": 7})
+    assert info.fail_msg == "content refused"
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"URL": URL},
+        {"mediaUrls": [URL]},
+        {"Image_Urls": URL},
+        [{"image_url": URL}],
+        {"data": {"images": [URL]}},
+        json.dumps(URL),
+        URL,
+    ],
+)
+def test_result_urls_are_found_whatever_the_keys_spelling(result: object) -> None:
+    assert _info({"status": "success", "result": result}).result_urls == [URL]
+
+
+def test_a_null_create_at_falls_back_on_created_at() -> None:
+    info = _info({"status": "running", "create_at": None, "created_at": 1768900378})
+    assert info.created_at == 1768900378
+
+
+def test_a_callback_envelope_without_a_code_is_unwrapped() -> None:
+    body = {
+        "message": "success",
+        "data": {"task_id": "task_1", "status": "success", "result": {"media_urls": [URL]}},
+    }
+    info = task_info_from_callback(json.dumps(body))
+    assert (info.flux_task_id, info.result_urls) == ("task_1", [URL])

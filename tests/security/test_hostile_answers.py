@@ -193,13 +193,17 @@ POLL_ANSWERS: list[Hostile] = [
             headers=(("Retry-After", "\xff\xfe"),),
         ),
         "rate limited",
+        status="timeout",
         retryable=True,
+        seconds=UNKNOWN_STATUS_SECONDS,
     ),
     Hostile(
         "retry-after-nan",
         json_answer(envelope(None, code=429), status=429, headers=(("Retry-After", "nan"),)),
         "rate limited",
+        status="timeout",
         retryable=True,
+        seconds=UNKNOWN_STATUS_SECONDS,
     ),
     Hostile(
         "retry-after-garbled-date",
@@ -207,7 +211,9 @@ POLL_ANSWERS: list[Hostile] = [
             envelope(None, code=429), status=429, headers=(("Retry-After", "Mon, 99 Foo 9 GMT"),)
         ),
         "rate limited",
+        status="timeout",
         retryable=True,
+        seconds=UNKNOWN_STATUS_SECONDS,
     ),
     Hostile(
         "retry-after-1e308-seconds",
@@ -256,9 +262,9 @@ POLL_ANSWERS: list[Hostile] = [
         "data-is-a-string", json_answer(envelope("not a task")), "data is a str, not an object"
     ),
     Hostile(
-        "data-is-a-json-string",
-        json_answer(envelope(json.dumps(task_data(media_urls=[URL])))),
-        "data is a str, not an object",
+        "data-is-a-json-string-of-a-list",
+        json_answer(envelope(json.dumps([task_data(media_urls=[URL])]))),
+        "data is a list, not an object",
     ),
     Hostile(
         "http-200-body-code-500",
@@ -314,7 +320,8 @@ POLL_ANSWERS: list[Hostile] = [
     ),
     Hostile("task-id-500KB", _info(task_id="t" * 500_000), "not the one asked about"),
     Hostile("echoes-key-as-task-id", _info(task_id=KEY), "'***', not the one asked about"),
-    _read("task-id-not-a-string", _info(task_id=12345), [URL]),
+    Hostile("task-id-a-number-of-another-task", _info(task_id=12345), "not the one asked about"),
+    _read("task-id-a-bool", _info(task_id=True), [URL]),
     # -- the status --------------------------------------------------------------------
     _unknown("status-a-number", 42, "last state: 42)"),
     _unknown("status-an-object", {"word": "success"}, "last state: <dict>)"),
@@ -513,10 +520,10 @@ CREATE_ANSWERS: list[Hostile] = [
     ),
     Hostile("task-id-500KB", json_answer(envelope({"task_id": "t" * 500_000})), "unusable task_id"),
     Hostile("task-id-missing", json_answer(envelope({"id": "task_1"})), "has no task_id"),
-    Hostile("task-id-a-number", json_answer(envelope({"task_id": 12345})), "has no task_id"),
+    Hostile("task-id-a-fraction", json_answer(envelope({"task_id": 12.5})), "has no task_id"),
     Hostile(
-        "data-a-json-string",
-        json_answer(envelope(json.dumps({"task_id": "task_1"}))),
+        "data-a-json-string-of-a-string",
+        json_answer(envelope(json.dumps(json.dumps("task_1")))),
         "has no task_id",
     ),
     Hostile(
