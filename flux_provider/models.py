@@ -40,21 +40,9 @@ MAX_SEED = 2**32 - 1
 FLUX_TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 """Task ids are used in query strings and file names: letters, digits and ``_ . : -`` only."""
 
-AspectRatio = Literal[
-    "1:1",
-    "4:3",
-    "3:4",
-    "16:9",
-    "9:16",
-    "3:2",
-    "2:3",
-    "21:9",
-    "9:21",
-    "5:4",
-    "4:5",
-    "auto",
-    "match_input_image",
-]
+ASPECT_RATIO_WORDS: Final = ("auto", "match_input_image")
+"""Aspect ratios that are not ``W:H``; the service answers 422 for a ratio it does not offer."""
+_ASPECT_RATIO = re.compile(r"^[1-9][0-9]{0,2}:[1-9][0-9]{0,2}$")
 Resolution = Literal["1K", "2K"]
 OutputFormat = Literal["png", "jpeg", "jpg", "webp"]
 
@@ -103,7 +91,7 @@ class Flux2MaxInput(BaseModel):
 
     prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     input_urls: list[StrictStr] | None = Field(default=None, max_length=MAX_INPUT_URLS)
-    aspect_ratio: AspectRatio | None = None
+    aspect_ratio: StrictStr | None = None
     resolution: Resolution | None = None
     seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     safety_tolerance: StrictInt | None = Field(default=None, ge=0, le=5)
@@ -114,6 +102,18 @@ class Flux2MaxInput(BaseModel):
     def _prompt_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("prompt must not be blank")
+        return value
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _aspect_ratio_shape(cls, value: str | None) -> str | None:
+        # API.md lists the common ratios followed by "...": the shape is checked here, the
+        # ratio itself by the service.
+        if value is not None and value not in ASPECT_RATIO_WORDS and not _ASPECT_RATIO.match(value):
+            raise ValueError(
+                "aspect_ratio must be W:H such as '1:1', '16:9' or '9:21', 'auto' or "
+                f"'match_input_image', got {quoted(value)}"
+            )
         return value
 
     @model_validator(mode="before")

@@ -255,7 +255,7 @@ def test_configurable_paths(server: FakeFluxServer) -> None:
 
 def test_bad_input_sends_nothing(server: FakeFluxServer, client: FluxClient) -> None:
     with pytest.raises(InvalidInputError, match="aspect_ratio"):
-        client.create_task({"prompt": "x", "aspect_ratio": "7:5"})
+        client.create_task({"prompt": "x", "aspect_ratio": "7x5"})
     with pytest.raises(InvalidInputError, match="callback_url"):
         client.create_task(PROMPT, callback_url="ftp://example.com/cb")
     assert server.stats.requests == []

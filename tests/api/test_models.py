@@ -34,7 +34,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("javascript url", {**GOOD, "input_urls": ["javascript:alert(1)"]}, "input_urls"),
     ("relative url", {**GOOD, "input_urls": ["/images/a.png"]}, "input_urls"),
     ("input_urls a string", {**GOOD, "input_urls": "https://e.x/a.png"}, "input_urls"),
-    ("bad aspect ratio", {**GOOD, "aspect_ratio": "5:3"}, "aspect_ratio"),
+    ("bad aspect ratio", {**GOOD, "aspect_ratio": "5/3"}, "aspect_ratio"),
     ("unknown resolution", {**GOOD, "resolution": "8K"}, "resolution"),
     ("negative seed", {**GOOD, "seed": -1}, "seed"),
     ("float seed", {**GOOD, "seed": 1.5}, "seed"),
@@ -60,8 +60,18 @@ def test_bad_input_is_rejected_naming_the_field(
 
 
 def test_bad_choice_lists_allowed_values() -> None:
-    with pytest.raises(InvalidInputError, match=r"aspect_ratio.*'16:9'.*got '5:3'"):
-        validate_input({**GOOD, "aspect_ratio": "5:3"})
+    with pytest.raises(InvalidInputError, match=r"resolution.*'1K' or '2K'.*"):
+        validate_input({**GOOD, "resolution": "4K"})
+    with pytest.raises(InvalidInputError, match=r"aspect_ratio.*'16:9'.*got '5/3'"):
+        validate_input({**GOOD, "aspect_ratio": "5/3"})
+
+
+@pytest.mark.parametrize(
+    "ratio", ["1:1", "16:9", "5:3", "7:5", "21:9", "auto", "match_input_image"]
+)
+def test_any_w_h_aspect_ratio_is_left_to_the_service(ratio: str) -> None:
+    """API.md lists the common ratios and "...": the shape is checked, the service decides."""
+    assert validate_input({**GOOD, "aspect_ratio": ratio}).aspect_ratio == ratio
 
 
 def test_non_mapping_input_is_rejected() -> None:

@@ -57,7 +57,9 @@ DATA_PNG = f"data:image/png;base64,{PNG_BASE64}"
 
 CATALOGUE: list[Bad] = [
     # -- caught when the DAG is parsed --------------------------------------------------
-    Bad("aspect-ratio-5:3", PARSE, "aspect_ratio", "'16:9'", {"aspect_ratio": "5:3"}),
+    Bad("aspect-ratio-16x9", PARSE, "aspect_ratio", "W:H such as", {"aspect_ratio": "16x9"}),
+    Bad("aspect-ratio-0:1", PARSE, "aspect_ratio", "'16:9'", {"aspect_ratio": "0:1"}),
+    Bad("aspect-ratio-word", PARSE, "aspect_ratio", "'auto'", {"aspect_ratio": "wide"}),
     Bad("aspect-ratio-empty", PARSE, "aspect_ratio", "'1:1'", {"aspect_ratio": ""}),
     Bad("resolution-8K", PARSE, "resolution", "'1K' or '2K'", {"resolution": "8K"}),
     Bad("resolution-lowercase", PARSE, "resolution", "'1K' or '2K'", {"resolution": "1k"}),
