@@ -145,7 +145,7 @@ def test_bad_rendered_input_fails_without_retry_and_sends_nothing(
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"aspect_ratio": "5:3"}, "aspect_ratio"),
+        ({"aspect_ratio": "5x3"}, "aspect_ratio"),
         ({"resolution": "3K"}, "resolution"),
         ({"seed": -4}, "seed"),
         ({"model": "flux-1-dev"}, "model"),
