@@ -150,6 +150,12 @@ def _pick(node: Mapping[Any, Any], keys: tuple[str, ...]) -> list[Any]:
     return [folded[_folded(key)] for key in keys if _folded(key) in folded]
 
 
+def _first(node: Mapping[Any, Any], *keys: str) -> Any:
+    """The first value of ``node`` under ``keys`` (as :func:`_pick` matches them) that is not
+    ``null``, else ``None``."""
+    return next((value for value in _pick(node, keys) if value is not None), None)
+
+
 def _code(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -227,9 +233,7 @@ def _task_id(value: Any) -> str | None:
 def task_id_of(envelope: Envelope) -> str:
     """The ``task_id`` of a ``CreateTask`` answer."""
     data = envelope.data
-    task_id = (
-        _task_id(next(iter(_pick(data, ("task_id",))), None)) if isinstance(data, dict) else None
-    )
+    task_id = _task_id(_first(data, "task_id")) if isinstance(data, dict) else None
     if task_id is None:
         raise MalformedResponseError("the CreateTask answer has no task_id in its data")
     try:
@@ -269,7 +273,7 @@ def _urls(node: Any, depth: int = 0) -> list[str]:
 def _first_text(*values: Any) -> str | None:
     for value in values:
         if isinstance(value, dict):
-            value = next(iter(_pick(value, ("message", "msg"))), None)
+            value = _first(value, "message", "msg")
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             text = str(value).strip()
             if text:
@@ -282,7 +286,7 @@ def _failure_details(data: Mapping[str, Any], result: Any) -> tuple[str | None, 
     details = result if isinstance(result, dict) else {}
     # A failed task's result may be the reason itself, as plain text.
     reason = result if isinstance(result, str) and not is_http_url(result.strip()) else None
-    error = next(iter(_pick(data, ("error",))), None)
+    error = _first(data, "error")
     message = _first_text(
         *_pick(details, _FAIL_MESSAGE_KEYS), reason, *_pick(data, _FAIL_MESSAGE_KEYS)
     )
@@ -292,11 +296,6 @@ def _failure_details(data: Mapping[str, Any], result: Any) -> tuple[str | None, 
         *(_pick(error, ("code",)) if isinstance(error, dict) else ()),
     )
     return code, message
-
-
-def _first(data: Mapping[str, Any], *keys: str) -> Any:
-    """The first of ``keys`` that ``data`` holds with a value (not ``null``)."""
-    return next((data[key] for key in keys if data.get(key) is not None), None)
 
 
 def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = "") -> TaskInfo:
@@ -310,7 +309,7 @@ def task_info_of(data: Any, *, flux_task_id: str | None = None, secret: str = ""
             f"the task-info answer's data is a {type(data).__name__}, not an object",
             flux_task_id=flux_task_id,
         )
-    task_id = _task_id(next(iter(_pick(data, ("task_id",))), None)) or flux_task_id
+    task_id = _task_id(_first(data, "task_id")) or flux_task_id
     if not task_id:
         raise MalformedResponseError("the task-info answer names no task_id")
     if flux_task_id is not None and task_id != flux_task_id:
@@ -370,7 +369,7 @@ def task_info_from_callback(payload: Any, *, secret: str = "") -> TaskInfo:
     if (
         isinstance(payload, dict)
         and isinstance(payload.get("data"), dict)
-        and ("code" in payload or not _pick(payload, ("task_id",)))
+        and ("code" in payload or _first(payload, "task_id") is None)
     ):
         payload = payload["data"]
     return task_info_of(scrub(payload, secret) if secret else payload, secret=secret)
