@@ -22,7 +22,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -123,21 +123,29 @@ class StandaloneAirflow(StartStop):
         try:
             if not (self.home / "airflow.db").exists():
                 self._migrate()
-            self._process = subprocess.Popen(
-                [str(self.airflow_bin), "standalone"],
-                cwd=self.home,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self._process = self.spawn(["standalone"], self._log_file)
             self._client = httpx.Client(base_url=self.api_url, timeout=30.0)
             self._wait_healthy()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def spawn(self, args: Sequence[str], output: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start ``airflow <args>`` with this instance's environment, writing to ``output``.
+
+        It runs in a session of its own, so :func:`~.sessions.stop_session` stops it and all
+        it forks.
+        """
+        return subprocess.Popen(
+            [str(self.airflow_bin), *args],
+            cwd=self.home,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def _migrate(self) -> None:
         assert self._log_file is not None

@@ -54,11 +54,11 @@ def workload_reported(
 
 
 def log_tail(log_path: Path, lines: int) -> str:
-    """The last ``lines`` lines of ``standalone.log`` at ``log_path``, under a header line."""
+    """The last ``lines`` lines of the log at ``log_path``, under a header naming the file."""
     if not log_path.exists():
-        return "(no standalone.log)"
+        return f"(no {log_path.name})"
     text = log_path.read_text(errors="replace").splitlines()[-lines:]
-    return "--- standalone.log (tail) ---\n" + "\n".join(text)
+    return f"--- {log_path.name} (tail) ---\n" + "\n".join(text)
 
 
 def render_log_entry(entry: Any) -> str:

@@ -36,6 +36,7 @@ from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.lifecycle import StartStop
 from flux_provider.testing.sessions import process_alive, process_stat
 from flux_provider.testing.standalone import StandaloneAirflow, session_processes, stop_session
+from flux_provider.testing.standalone_logs import log_tail
 from flux_provider.testing.wire import CREATE_PATH, INFO_PATH
 from tests.compat import logged_by
 from tests.conftest import API_KEY, standalone_airflow
@@ -98,14 +99,8 @@ class SpareTriggerer(StartStop):
         """Start the triggerer; its output goes to :attr:`log_path`."""
         self._log_file = self.log_path.open("ab")
         try:
-            self._process = subprocess.Popen(
-                [str(self.standalone.airflow_bin), "triggerer", "--skip-serve-logs"],
-                cwd=self.standalone.home,
-                env=self.standalone.env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            self._process = self.standalone.spawn(
+                ["triggerer", "--skip-serve-logs"], self._log_file
             )
         except BaseException:
             self.stop()
@@ -128,10 +123,7 @@ class SpareTriggerer(StartStop):
 
     def tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the spare triggerer's output."""
-        if not self.log_path.exists():
-            return "(no spare-triggerer.log)"
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "--- spare-triggerer.log (tail) ---\n" + "\n".join(text)
+        return log_tail(self.log_path, lines)
 
 
 def _crash_triggerers(standalone: StandaloneAirflow) -> list[int]:
