@@ -131,6 +131,15 @@ class StandaloneAirflow(StartStop):
             raise
         return self
 
+    def _command(self, args: Sequence[str]) -> dict[str, Any]:
+        """What every ``airflow <args>`` run shares: the script, the home and the environment."""
+        return {
+            "args": [str(self.airflow_bin), *args],
+            "cwd": self.home,
+            "env": self.env,
+            "stdin": subprocess.DEVNULL,
+        }
+
     def spawn(self, args: Sequence[str], output: IO[bytes]) -> subprocess.Popen[bytes]:
         """Start ``airflow <args>`` with this instance's environment, writing to ``output``.
 
@@ -138,10 +147,7 @@ class StandaloneAirflow(StartStop):
         it forks.
         """
         return subprocess.Popen(
-            [str(self.airflow_bin), *args],
-            cwd=self.home,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
+            **self._command(args),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -153,10 +159,7 @@ class StandaloneAirflow(StartStop):
         self._log_file.flush()
         try:
             subprocess.run(
-                [str(self.airflow_bin), "db", "migrate"],
-                cwd=self.home,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
+                **self._command(["db", "migrate"]),
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 timeout=300,
@@ -404,10 +407,7 @@ class StandaloneAirflow(StartStop):
             subprocess.TimeoutExpired: Still running after ``timeout`` seconds (it is killed).
         """
         return subprocess.run(
-            [str(self.airflow_bin), *args],
-            cwd=self.home,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
+            **self._command(args),
             capture_output=True,
             text=True,
             timeout=timeout,
