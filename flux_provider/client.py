@@ -27,6 +27,7 @@ from flux_provider.errors import (
     RequestTimeoutError,
     TransportError,
 )
+from flux_provider.formatting import bytes_text
 from flux_provider.models import (
     MODEL_NAME,
     Flux2MaxInput,
@@ -55,8 +56,8 @@ def _check_size(config: ClientConfig, headers: Mapping[str, str]) -> None:
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > config.max_response_bytes:
         raise MalformedResponseError(
-            f"the API's answer declares {declared} bytes, over the "
-            f"{config.max_response_bytes}-byte limit",
+            f"the API's answer declares {bytes_text(int(declared))}, over the "
+            f"{bytes_text(config.max_response_bytes)} limit",
             retryable=False,
         )
 
@@ -65,7 +66,7 @@ def _append_capped(config: ClientConfig, buffer: bytearray, chunk: bytes) -> Non
     buffer += chunk
     if len(buffer) > config.max_response_bytes:
         raise MalformedResponseError(
-            f"the API's answer is over the {config.max_response_bytes}-byte limit",
+            f"the API's answer is over the {bytes_text(config.max_response_bytes)} limit",
             retryable=False,
         )
 

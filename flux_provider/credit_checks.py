@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from flux_provider.errors import CreditLimitError, NotFoundError
+from flux_provider.formatting import credits_text
 from flux_provider.hooks import FluxHook
 from flux_provider.models import Flux2MaxInput
 
@@ -44,17 +45,20 @@ def check_credits(
         balance = hook.get_balance()
         if balance < min_balance:
             raise CreditLimitError(
-                f"the account has {balance:g} credits, below min_balance={min_balance:g}: "
+                f"the account has {credits_text(balance)} credits, below "
+                f"min_balance={credits_text(min_balance)}: "
                 "not submitting"
             )
-        log.info("Balance %g credits (min_balance %g)", balance, min_balance)
+        log.info(
+            "Balance %s credits (min_balance %s)", credits_text(balance), credits_text(min_balance)
+        )
     if max_credits is not None:
         try:
             cost = hook.estimate_credits(flux_input, model=model)
         except NotFoundError as error:
             config = hook.client.config
             raise CreditLimitError(
-                f"max_credits={max_credits:g} is set, but {config.base_url} has no "
+                f"max_credits={credits_text(max_credits)} is set, but {config.base_url} has no "
                 f"estimate-credits endpoint at {config.estimate_path} (404): the cost cannot "
                 "be checked, so nothing was submitted. Unset max_credits, or set the "
                 "connection's estimate_path",
@@ -62,7 +66,12 @@ def check_credits(
             ) from None
         if cost > max_credits:
             raise CreditLimitError(
-                f"the task would cost {cost:g} credits, above max_credits={max_credits:g}: "
+                f"the task would cost {credits_text(cost)} credits, above "
+                f"max_credits={credits_text(max_credits)}: "
                 "not submitting"
             )
-        log.info("Estimated cost %g credits (max_credits %g)", cost, max_credits)
+        log.info(
+            "Estimated cost %s credits (max_credits %s)",
+            credits_text(cost),
+            credits_text(max_credits),
+        )

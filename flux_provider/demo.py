@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_provider.config import DEFAULT_BASE_URL
+from flux_provider.formatting import bytes_text
 from flux_provider.testing import FakeFluxServer
 from flux_provider.testing.dags import load_dag
 
@@ -74,7 +75,7 @@ def main() -> int:
     print(f"flux demo: DAG run {run.run_id} ended {run.state}; task {ti.task_id} {ti.state}")
     print(f"flux demo: flux task {result.get('flux_task_id')} -> {result.get('state')}")
     for stored in result.get("stored", []):
-        print(f"flux demo: wrote {stored['location']} ({stored['bytes']} bytes)")
+        print(f"flux demo: wrote {stored['location']} ({bytes_text(stored['bytes'])})")
     return 0 if run.state == "success" and result.get("stored") else 1
 
 

@@ -43,6 +43,7 @@ import httpx
 
 from flux_provider.config import is_loopback_host, shared_ssl_context
 from flux_provider.errors import FluxError, TransportError
+from flux_provider.formatting import bytes_text
 from flux_provider.models import FLUX_TASK_ID_PATTERN
 from flux_provider.retry import Attempts, RetryPolicy
 
@@ -357,8 +358,8 @@ class ResultDownloader:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise ResultRejectedError(
-                f"the result at {_short(url)} declares {declared} bytes, "
-                f"over the {self.max_bytes}-byte cap"
+                f"the result at {_short(url)} declares {bytes_text(int(declared))}, "
+                f"over the {bytes_text(self.max_bytes)} cap"
             )
 
     def _write_atomically(
@@ -373,7 +374,7 @@ class ResultDownloader:
                     size += len(chunk)
                     if size > self.max_bytes:
                         raise ResultRejectedError(
-                            f"the result at {url} is over the {self.max_bytes}-byte cap"
+                            f"the result at {url} is over the {bytes_text(self.max_bytes)} cap"
                         )
                     digest.update(chunk)
                     sink.write(chunk)

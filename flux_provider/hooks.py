@@ -40,6 +40,7 @@ from flux_provider.config import (
     shared_ssl_context,
 )
 from flux_provider.errors import ConnectionConfigError, FluxError
+from flux_provider.formatting import credits_text
 from flux_provider.models import MODEL_NAME, TaskInfo
 
 _LAZY_MODULES = (
@@ -309,4 +310,7 @@ class FluxHook(BaseHook):
                 balance = client.get_balance(retry=False)
         except FluxError as exc:
             return False, f"{config.base_url}{config.balance_path}: {exc}"
-        return True, f"Connected to {config.base_url}: the account has {balance:g} credits."
+        return (
+            True,
+            f"Connected to {config.base_url}: the account has {credits_text(balance)} credits.",
+        )

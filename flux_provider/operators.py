@@ -20,6 +20,7 @@ from flux_provider.downloads import (
 )
 from flux_provider.errors import FluxError, InvalidInputError, NotFoundError
 from flux_provider.events import MalformedEventError, TaskEvent
+from flux_provider.formatting import bytes_text
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink
 from flux_provider.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
@@ -331,7 +332,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             downloader.close()
         for image in stored:
             self.log.info(
-                "Stored %s (%d bytes, sha256 %s)", image.location, image.bytes, image.sha256
+                "Stored %s (%s, sha256 %s)", image.location, bytes_text(image.bytes), image.sha256
             )
         return [image.as_dict() for image in stored]
 

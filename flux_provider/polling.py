@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flux_provider.errors import FluxError, NotFoundError, RateLimitedError, TaskTimeoutError
+from flux_provider.formatting import count_text, seconds_text
 from flux_provider.models import TaskInfo, TaskState
 from flux_provider.retry import RETRY_AFTER_MAX
 
@@ -193,9 +194,9 @@ class TaskWait:
         if self.errors_in_a_row and self.last_error is not None:
             failing = f"; the last {self.errors_in_a_row} failed: {self.last_error.message}"
         return TaskTimeoutError(
-            f"{self.deadline_name} reached: waited {self.elapsed:.1f}s for flux task "
-            f"{self.flux_task_id} ({self.polls} polls; last state: {state}{failing}). The task "
-            "may still finish: a retry re-attaches to it",
+            f"{self.deadline_name} reached: waited {seconds_text(self.elapsed)} for flux task "
+            f"{self.flux_task_id} ({count_text(self.polls, 'poll')}; "
+            f"last state: {state}{failing}). The task may still finish: a retry re-attaches to it",
             flux_task_id=self.flux_task_id,
         )
 
@@ -209,7 +210,7 @@ class TaskWait:
             return (
                 "warning",
                 f"Poll {self.polls} of flux task {self.flux_task_id} failed ({outcome}); "
-                f"{self.errors_in_a_row} in a row, retrying in {self.delay:.1f}s",
+                f"{self.errors_in_a_row} in a row, retrying in {seconds_text(self.delay)}",
             )
         if self.new_unknown_word:
             return (
@@ -221,7 +222,7 @@ class TaskWait:
             return (
                 "info",
                 f"Flux task {self.flux_task_id} is {outcome.raw_state} after "
-                f"{self.elapsed:.1f}s ({self.polls} polls)",
+                f"{seconds_text(self.elapsed)} ({count_text(self.polls, 'poll')})",
             )
         return None
 

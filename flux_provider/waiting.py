@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from flux_provider.errors import FluxError, NotFoundError
 from flux_provider.events import MalformedEventError, TaskEvent
+from flux_provider.formatting import count_text, credits_text, seconds_text
 from flux_provider.hooks import FluxHook
 from flux_provider.links import persist_result_link
 from flux_provider.models import TaskInfo
@@ -134,11 +135,11 @@ class FluxWaitMixin:
         except MalformedEventError as exc:
             raise AirflowException(str(exc)) from None
         self.log.info(
-            "Flux task %s ended with %s after %.1fs and %d polls in the triggerer",
+            "Flux task %s ended with %s after %s and %s in the triggerer",
             ended.flux_task_id,
             ended.status,
-            ended.elapsed,
-            ended.polls,
+            seconds_text(ended.elapsed),
+            count_text(ended.polls, "poll"),
         )
         if ended.task is None:
             error = ended.error()
@@ -154,13 +155,13 @@ class FluxWaitMixin:
         result = self.add_outputs(context, info.summary())
         self.flux_result = result
         persist_result_link(context, result_link_target(result))
-        cost = "not reported" if info.credits is None else f"{info.credits:g} credits"
+        cost = "not reported" if info.credits is None else f"{credits_text(info.credits)} credits"
         self.log.info(
-            "Flux task %s done: %d image(s), cost %s, %s s",
+            "Flux task %s done: %s, cost %s, %s",
             info.flux_task_id,
-            len(info.result_urls),
+            count_text(len(info.result_urls), "image"),
             cost,
-            "?" if info.duration_s is None else f"{info.duration_s:g}",
+            "duration not reported" if info.duration_s is None else seconds_text(info.duration_s),
         )
         return result
 

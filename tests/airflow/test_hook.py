@@ -81,11 +81,16 @@ def test_misconfigured_connections_are_named(fields: dict[str, Any], text: str) 
     assert API_KEY not in str(info.value)
 
 
-def test_test_connection_asks_the_balance_and_creates_nothing(fake_api: FakeFluxServer) -> None:
-    fake_api.balance = 1234.5
+@pytest.mark.parametrize(
+    ("balance", "shown"), [(1234.5, "1,234.5"), (1e6, "1,000,000"), (6.5, "6.5"), (0, "0")]
+)
+def test_test_connection_asks_the_balance_and_creates_nothing(
+    fake_api: FakeFluxServer, balance: float, shown: str
+) -> None:
+    fake_api.balance = balance
     ok, message = FluxHook().test_connection()
     assert ok, message
-    assert message == f"Connected to {fake_api.base_url}: the account has 1234.5 credits."
+    assert message == f"Connected to {fake_api.base_url}: the account has {shown} credits."
     assert fake_api.stats.balance_requests == 1
     assert fake_api.stats.create_requests == 0
     assert fake_api.stats.tasks_created == 0

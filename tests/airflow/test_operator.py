@@ -317,7 +317,8 @@ def test_reattach_can_be_turned_off(fake_api: FakeFluxServer) -> None:
 def test_sync_path_logs_each_state_change(
     fake_api: FakeFluxServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake_api.duration = 0.6
+    # Pending for the first second: long enough for the first poll to see it on a loaded machine.
+    fake_api.duration = 3.0
     result = _operator(deferrable=False, poll_interval=0.02).execute(_context())
     flux_task_id = result["flux_task_id"]
     lines = [line for line in capsys.readouterr().out.splitlines() if flux_task_id in line]

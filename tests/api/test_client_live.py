@@ -289,7 +289,7 @@ def test_wait_times_out_with_state_and_id(server: FakeFluxServer) -> None:
     message = str(info.value)
     assert flux_task_id in message
     assert "last state: pending" in message
-    assert "20.0s" in message
+    assert "waited 20 s for flux task" in message
     assert info.value.retryable
 
 
@@ -325,7 +325,7 @@ def test_not_found_right_after_create_is_tolerated(
 def test_oversized_answer_is_refused(server: FakeFluxServer) -> None:
     flux_task_id = server.submit(PROMPT)
     with FluxClient(_config(server, max_response_bytes=200)) as flux:
-        with pytest.raises(MalformedResponseError, match="200-byte limit"):
+        with pytest.raises(MalformedResponseError, match="over the 200 bytes limit"):
             flux.get_task(flux_task_id)
 
 

@@ -214,7 +214,7 @@ def test_progress_reports_state_changes_and_failed_polls() -> None:
     wait = TaskWait("task_1", clock=FakeClock())
     first = info("pending")
     wait.observe(first)
-    assert wait.progress(first) == ("info", "Flux task task_1 is pending after 0.0s (1 polls)")
+    assert wait.progress(first) == ("info", "Flux task task_1 is pending after 0 s (1 poll)")
     wait.observe(first)
     assert wait.progress(first) is None
     error = ServerError("down")

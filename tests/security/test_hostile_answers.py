@@ -31,6 +31,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from flux_provider.config import MAX_RESPONSE_BYTES
 from flux_provider.errors import FluxError
+from flux_provider.formatting import bytes_text, credits_text
 from flux_provider.hooks import FluxHook
 from flux_provider.operators import FluxGenerateImageOperator
 from flux_provider.outcomes import FluxTaskError
@@ -158,18 +159,18 @@ def _unknown(case_id: str, status: Any, fragment: str) -> Hostile:
 
 POLL_ANSWERS: list[Hostile] = [
     # -- size --------------------------------------------------------------------------
-    Hostile("50MB-declared-length", _big_json(), "declares 524288", retryable=False, big=True),
+    Hostile("50MB-declared-length", _big_json(), "declares 50 MiB", retryable=False, big=True),
     Hostile(
         "50MB-close-delimited",
         _big_json(framing="close"),
-        f"over the {MAX_RESPONSE_BYTES}-byte limit",
+        f"over the {bytes_text(MAX_RESPONSE_BYTES)} limit",
         retryable=False,
         big=True,
     ),
     Hostile(
         "50MB-chunked",
         _big_json(framing="chunked"),
-        f"over the {MAX_RESPONSE_BYTES}-byte limit",
+        f"over the {bytes_text(MAX_RESPONSE_BYTES)} limit",
         retryable=False,
         big=True,
     ),
@@ -498,15 +499,18 @@ POLL_ANSWERS: list[Hostile] = [
 
 
 CREATE_ANSWERS: list[Hostile] = [
-    Hostile("50MB-declared-length", _big_json(), "declares 524288", big=True),
+    Hostile("50MB-declared-length", _big_json(), "declares 50 MiB", big=True),
     Hostile(
         "50MB-close-delimited",
         _big_json(framing="close"),
-        f"over the {MAX_RESPONSE_BYTES}-byte limit",
+        f"over the {bytes_text(MAX_RESPONSE_BYTES)} limit",
         big=True,
     ),
     Hostile(
-        "50MB-chunked", _big_json(framing="chunked"), f"over the {MAX_RESPONSE_BYTES}", big=True
+        "50MB-chunked",
+        _big_json(framing="chunked"),
+        f"over the {bytes_text(MAX_RESPONSE_BYTES)}",
+        big=True,
     ),
     Hostile(
         "task-id-dot-dot",
@@ -797,7 +801,7 @@ def _figures(name: str) -> list[Figure]:
             _figure({name: KEY}),
             fragment=absent,
         ),
-        Figure("50MB-chunked", _big_json(framing="chunked"), fragment="byte limit"),
+        Figure("50MB-chunked", _big_json(framing="chunked"), fragment="MiB limit"),
         Figure("not-json", Answer(prefix=b"<html>502</html>"), fragment="not JSON"),
     ]
 
@@ -840,7 +844,7 @@ def test_hostile_balance_answer_on_the_test_button(
     assert [seen.path for seen in hostile_conn.seen] == [BALANCE_PATH]
     if case.reading is not None:
         assert ok, message
-        assert f"the account has {case.reading:g} credits" in message
+        assert f"the account has {credits_text(case.reading)} credits" in message
     else:
         assert not ok, message
         assert case.fragment is not None
