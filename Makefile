@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test lint typecheck pytest demo bench bench-quick constraints clean \
-	test-compat constraints-compat
+	test-compat constraints-compat dist
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
+# The sdist and the wheel built from it, checked as a package index reads them.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 constraints: $(STAMP)
 	{ echo "# Pinned versions for a reproducible environment: make uses them through pip's -c flag."; \
 	  echo "# Regenerate with: make constraints"; \
@@ -43,7 +49,7 @@ constraints: $(STAMP)
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) .venv-compat .mypy_cache .ruff_cache output .airflow
+	rm -rf $(VENV) .venv-compat .mypy_cache .ruff_cache output .airflow dist
 
 # --- Compatibility matrix ------------------------------------------------------------------
 # One venv per cell under .venv-compat/<cell>, pinned by constraints/<cell>.txt. A cell is an

@@ -6,6 +6,7 @@ plain data, read by Airflow through the ``apache_airflow_provider`` entry point.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 from flux_provider.config import (
@@ -17,6 +18,9 @@ from flux_provider.config import (
 )
 
 __version__ = "0.1.0"
+"""The package's version: the build reads it from here (``[tool.hatch.version]``)."""
+
+DISTRIBUTION = "airflow-provider-flux"
 
 _INTEGRATION = "FLUX"
 _PATHS = (
@@ -27,10 +31,25 @@ _PATHS = (
 )
 
 
+def documentation_url() -> str | None:
+    """The installed distribution's ``Documentation`` project URL (``[project.urls]``)."""
+    try:
+        entries = metadata.metadata(DISTRIBUTION).get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in entries:
+        name, _, url = entry.partition(",")
+        if name.strip().lower() == "documentation":
+            return url.strip()
+    return None
+
+
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata: package, integration, hooks, operators, sensors, triggers, links."""
+    documentation = documentation_url()
     return {
-        "package-name": "airflow-provider-flux",
+        "package-name": DISTRIBUTION,
+        **({"documentation-url": documentation} if documentation else {}),
         "name": "FLUX",
         "description": "Black Forest Labs FLUX.2 [max] image generation through Crun's task API.",
         "versions": [__version__],
