@@ -62,14 +62,20 @@ API_KEY = "sk-flux-test-7f3a9c2e-DO-NOT-LEAK"
 
 @contextlib.contextmanager
 def standalone_airflow(
-    home: Path, fake: FakeFluxServer, extra_env: Mapping[str, str] | None = None
+    home: Path,
+    fake: FakeFluxServer,
+    extra_env: Mapping[str, str] | None = None,
+    credentials: tuple[str, str] | None = None,
 ) -> Iterator[StandaloneAirflow]:
     """``airflow standalone`` in ``home`` running the example DAGs against ``fake``.
 
-    ``fake`` is the ``flux_default`` connection; ``extra_env`` adds to the environment.
+    ``fake`` is the ``flux_default`` connection; ``extra_env`` adds to the environment;
+    ``credentials`` make its one admin sign in.
     """
     env = {"AIRFLOW_CONN_FLUX_DEFAULT": fake.airflow_connection_json(), **(extra_env or {})}
-    with StandaloneAirflow(home=home, dags_folder=REPO / "example_dags", extra_env=env) as airflow:
+    with StandaloneAirflow(
+        home=home, dags_folder=REPO / "example_dags", extra_env=env, credentials=credentials
+    ) as airflow:
         yield airflow
 
 

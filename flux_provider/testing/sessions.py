@@ -7,10 +7,17 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["process_alive", "process_stat", "session_processes", "stop_session"]
+__all__ = [
+    "live_processes",
+    "process_alive",
+    "process_stat",
+    "session_processes",
+    "stop_session",
+]
 
 _SWEEP_INTERVAL = 0.2
 _REAP_TIMEOUT = 10.0
@@ -35,23 +42,24 @@ def process_alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def session_processes(session_id: int) -> dict[int, list[str]]:
-    """Live (non-zombie) processes whose session id is ``session_id``: pid -> argv."""
-    found: dict[int, list[str]] = {}
+def live_processes() -> Iterator[tuple[int, list[str], list[str]]]:
+    """Every live (non-zombie) process: pid, its :func:`process_stat` fields and its argv."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         fields = process_stat(int(entry.name))
         if fields is None or len(fields) <= 3 or fields[0] == "Z":
             continue
-        if int(fields[3]) != session_id:
-            continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        found[int(entry.name)] = [arg.decode(errors="replace") for arg in argv if arg]
-    return found
+        yield int(entry.name), fields, [arg.decode(errors="replace") for arg in argv if arg]
+
+
+def session_processes(session_id: int) -> dict[int, list[str]]:
+    """Live (non-zombie) processes whose session id is ``session_id``: pid -> argv."""
+    return {pid: argv for pid, fields, argv in live_processes() if int(fields[3]) == session_id}
 
 
 def stop_session(process: subprocess.Popen[Any], timeout: float) -> None:

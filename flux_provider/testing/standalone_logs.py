@@ -1,4 +1,6 @@
-"""Reading what a standalone Airflow logged: ``standalone.log`` and the per-trigger log files."""
+"""Reading what a test Airflow logged: ``standalone.log`` (or a component's own log, such as a
+distributed instance's ``scheduler.log``) and the per-trigger log files.
+"""
 
 from __future__ import annotations
 
@@ -41,14 +43,21 @@ def triggerer_log(log_path: Path, logs_folder: Path) -> str:
 
 
 def workload_reported(
-    log_path: Path, dag_id: str, task_id: str, run_id: str, try_number: int
+    log_path: Path, dag_id: str, task_id: str, run_id: str, try_number: int, map_index: int = -1
 ) -> bool:
-    """Whether the scheduler logged an executor event for that task instance and try."""
+    """Whether the scheduler logged that a workload of that task instance and try ended.
+
+    That is an executor event in any state but ``queued`` (which the CeleryExecutor reports as
+    soon as it hands a workload to the broker).
+    """
     if not log_path.exists():
         return False
-    key = f"dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', try_number={try_number}"
+    key = (
+        f"dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', try_number={try_number}, "
+        f"map_index={map_index})"
+    )
     return any(
-        "Received executor event" in line and key in line
+        "Received executor event" in line and "with state queued " not in line and key in line
         for line in log_path.read_text(errors="replace").splitlines()
     )
 

@@ -21,22 +21,19 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from cryptography.fernet import Fernet, MultiFernet
 
 from flux_provider.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.testing import FakeFluxServer
-from flux_provider.testing.lifecycle import StartStop
+from flux_provider.testing.metadata_rows import TriggerRow, decode_trigger_kwargs
+from flux_provider.testing.session_process import SessionProcess
 from flux_provider.testing.sessions import process_alive, process_stat
-from flux_provider.testing.standalone import StandaloneAirflow, session_processes, stop_session
-from flux_provider.testing.standalone_logs import log_tail
+from flux_provider.testing.standalone import StandaloneAirflow, session_processes
 from flux_provider.testing.wire import CREATE_PATH, INFO_PATH
 from tests.compat import logged_by
 from tests.conftest import API_KEY, standalone_airflow
@@ -80,50 +77,19 @@ def _parent(pid: int) -> int | None:
     return int(fields[1]) if fields is not None else None
 
 
-class SpareTriggerer(StartStop):
+def _spare_triggerer(standalone: StandaloneAirflow) -> SessionProcess:
     """A second ``airflow triggerer`` on the standalone's database, in a session of its own.
 
     It gets the standalone's environment (so the same database, logs folder, connection and
     settings) and ``--skip-serve-logs``; its output goes to ``spare-triggerer.log`` in the
-    standalone's home. :meth:`stop` (also ``__exit__``) SIGTERMs its process group, waits a
-    bounded time and SIGKILLs whatever is left, the forked trigger runner included.
+    standalone's home. Stopping it (also ``__exit__``) SIGTERMs its session, waits a bounded
+    time and SIGKILLs whatever is left, the forked trigger runner included.
     """
-
-    def __init__(self, standalone: StandaloneAirflow) -> None:
-        self.standalone = standalone
-        self.log_path = standalone.home / "spare-triggerer.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-
-    def start(self) -> SpareTriggerer:
-        """Start the triggerer; its output goes to :attr:`log_path`."""
-        self._log_file = self.log_path.open("ab")
-        try:
-            self._process = self.standalone.spawn(
-                ["triggerer", "--skip-serve-logs"], self._log_file
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    @property
-    def running(self) -> bool:
-        """The spare triggerer was started and has not exited."""
-        return self._process is not None and self._process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the triggerer and its children (idempotent)."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_session(process, timeout)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the spare triggerer's output."""
-        return log_tail(self.log_path, lines)
+    return standalone.session_process(
+        "spare-triggerer",
+        ["triggerer", "--skip-serve-logs"],
+        standalone.home / "spare-triggerer.log",
+    )
 
 
 def _crash_triggerers(standalone: StandaloneAirflow) -> list[int]:
@@ -175,45 +141,28 @@ def _wait_for(
 # ---------------------------------------------------------------------------- metadata DB
 
 
-@dataclass(frozen=True)
-class TriggerRow:
-    """One row of the standalone's ``trigger`` table with its kwargs decrypted."""
-
-    id: int
-    classpath: str
-    kwargs: dict[str, Any]
-    triggerer_id: int | None
-
-
-def _fernet(standalone: StandaloneAirflow) -> MultiFernet | None:
-    """The ``[core] fernet_key`` the standalone encrypts trigger kwargs with (``None``: plain)."""
+def _fernet_key(standalone: StandaloneAirflow) -> str:
+    """The ``[core] fernet_key`` the standalone encrypts trigger kwargs with (empty: plain)."""
     key = standalone.env.get("AIRFLOW__CORE__FERNET_KEY")
     if key is None:
         config = configparser.ConfigParser(interpolation=None)
         config.read(standalone.home / "airflow.cfg")
         key = config.get("core", "fernet_key", fallback="")
-    if not key:
-        return None
-    return MultiFernet([Fernet(part.encode()) for part in key.split(",")])
+    return key
 
 
 def _trigger_rows(standalone: StandaloneAirflow) -> dict[int, TriggerRow]:
     """Every trigger row, read from the SQLite metadata database through a read-only handle."""
-    from tests.compat import deserialize
-
-    fernet = _fernet(standalone)
+    key = _fernet_key(standalone)
     uri = f"{(standalone.home / 'airflow.db').as_uri()}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
         rows = db.execute("SELECT id, classpath, kwargs, triggerer_id FROM trigger").fetchall()
-    decoded: dict[int, TriggerRow] = {}
-    for trigger_id, classpath, stored, triggerer_id in rows:
-        if not stored.startswith("{"):
-            assert fernet is not None, "encrypted trigger kwargs but no fernet_key"
-            stored = fernet.decrypt(stored.encode()).decode()
-        kwargs = deserialize(json.loads(stored))
-        assert isinstance(kwargs, dict)
-        decoded[int(trigger_id)] = TriggerRow(int(trigger_id), classpath, kwargs, triggerer_id)
-    return decoded
+    return {
+        int(trigger_id): TriggerRow(
+            int(trigger_id), classpath, decode_trigger_kwargs(stored, key), triggerer_id
+        )
+        for trigger_id, classpath, stored, triggerer_id in rows
+    }
 
 
 # ---------------------------------------------------------------------------- logs
@@ -328,7 +277,7 @@ def test_f12_triggerer_restart_mid_poll_resumes_the_same_flux_task(
 
     # 3. A new triggerer adopts the orphaned trigger once the dead job's heartbeat is stale,
     #    re-creates it from the stored kwargs and polls the same flux task.
-    with SpareTriggerer(standalone) as spare:
+    with _spare_triggerer(standalone) as spare:
 
         def handed_over() -> int | None:
             assert standalone.running, standalone.tail()
