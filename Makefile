@@ -4,8 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo bench bench-quick constraints clean \
-	test-compat constraints-compat dist
+.PHONY: venv test lint typecheck pytest demo demo-ui bench bench-quick constraints clean \
+	test-compat constraints-compat dist distributed-deps test-distributed browser-deps test-ui \
+	screenshots
+
+# Suites with needs of their own, each behind its own target (which installs what it needs):
+# tests/distributed (PostgreSQL, Redis, Celery: make test-distributed) and tests/browser
+# (Chromium: make test-ui).
+SEPARATE_SUITES := --ignore=tests/distributed --ignore=tests/browser
+
+# Install the Debian packages $(2) unless the shell test $(1) passes (through sudo unless root).
+define apt_install_unless
+	@if ! { $(1); } >/dev/null 2>&1; then \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  set -x; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $(2); \
+	fi
+endef
 
 venv: $(STAMP)
 
@@ -23,12 +39,16 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict flux_provider
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(SEPARATE_SUITES)
 
 test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(BIN)/python -m flux_provider.demo
+
+# Airflow's UI over the demo's database, on 127.0.0.1:8080: the FLUX images tab of its run.
+demo-ui: $(STAMP)
+	$(BIN)/python -m flux_provider.demo_ui
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
@@ -41,6 +61,31 @@ dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
+
+# What flux_provider.testing.distributed needs: Debian's PostgreSQL and Redis servers (installed
+# only when missing) and the "distributed" extra.
+distributed-deps: $(STAMP)
+	$(call apt_install_unless,ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server,\
+	  postgresql redis-server)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,distributed]"
+
+# The scenarios on PostgreSQL, Celery and two triggerers (README "Running at scale").
+# DISTRIBUTED_TESTS picks some (CI: "-k 'd1 or d2'"); FLUX_D1_COUNT sizes D1's batch.
+DISTRIBUTED_TESTS ?=
+test-distributed: distributed-deps
+	$(BIN)/python -m pytest tests/distributed $(DISTRIBUTED_TESTS)
+
+# What the browser tests need: Debian's Chromium (Playwright drives it; it downloads no browser).
+browser-deps: $(STAMP)
+	$(call apt_install_unless,test -x /usr/bin/chromium,chromium)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,browser]"
+
+test-ui: browser-deps
+	$(BIN)/python -m pytest tests/browser
+
+# The README's screenshots, taken by the browser tests.
+screenshots: browser-deps
+	FLUX_SCREENSHOT_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/browser
 
 constraints: $(STAMP)
 	{ echo "# Pinned versions for a reproducible environment: make uses them through pip's -c flag."; \

@@ -40,7 +40,7 @@ def documentation_url() -> str | None:
     for entry in entries:
         name, _, url = entry.partition(",")
         if name.strip().lower() == "documentation":
-            return url.strip()
+            return str(url).strip()
     return None
 
 
@@ -71,6 +71,9 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": _INTEGRATION, "python-modules": ["flux_provider.triggers"]}
         ],
         "extra-links": ["flux_provider.links.FluxResultLink"],
+        "plugins": [
+            {"name": "flux_images", "plugin-class": "flux_provider.ui.plugin.FluxImagesPlugin"}
+        ],
         "connection-types": [
             {
                 "hook-class-name": "flux_provider.hooks.FluxHook",

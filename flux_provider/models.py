@@ -148,6 +148,15 @@ class Flux2MaxInput(BaseModel):
         """The set parameters under the provider's names (unset fields omitted, extras kept)."""
         return self.model_dump(exclude_none=True)
 
+    def summary(self) -> dict[str, Any]:
+        """What was asked for, small enough for XCom: the parameters, with the reference
+        images (which may be whole ``data:`` URIs) replaced by their number."""
+        described = self.parameters()
+        references = described.pop("input_urls", None)
+        if references is not None:
+            described["reference_images"] = len(references)
+        return described
+
 
 def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
     """One line per problem, each naming the field, what is allowed and what was given."""

@@ -291,8 +291,10 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         )
 
     def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        """Copy the images to ``download_to``, describe them on the outlets' asset events,
-        and forget the recorded task (clearing this task later generates anew)."""
+        """Record what was asked for, copy the images to ``download_to``, describe them on the
+        outlets' asset events, and forget the recorded task (clearing this task later
+        generates anew)."""
+        result["input"] = self.build_input().summary()
         if self.download_to is not None:
             result["stored"] = self._download(result)
         extra = {

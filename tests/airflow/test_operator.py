@@ -123,6 +123,16 @@ def test_templated_fields_and_extra_input_pass_through(fake_api: FakeFluxServer)
         "safety_tolerance": 3,
         "new_host_knob": "x",
     }
+    # The return value says what was asked for; reference images (maybe whole data: URIs)
+    # only by their number.
+    assert result["input"] == {
+        "prompt": "an orange cat in a paper boat",
+        "aspect_ratio": "4:3",
+        "reference_images": 1,
+        "seed": 11,
+        "safety_tolerance": 3,
+        "new_host_knob": "x",
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ as well as in the repository, and each link into the repository names a file tha
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib import metadata
 from typing import Any
+
+import tomllib
 
 from flux_provider import DISTRIBUTION, __version__, get_provider_info
 from tests.conftest import REPO

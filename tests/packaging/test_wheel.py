@@ -16,13 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 import pytest
+import tomllib
 
 from flux_provider import __version__
 from tests.conftest import REPO
@@ -76,20 +76,18 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
 
 
 @pytest.fixture
-def airflow_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def airflow_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a user's shell: no trace of this test session's Airflow settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
     env.pop("PYTHONPATH", None)
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow-home")
-    yield env
+    return env
 
 
 def test_twine_accepts_both_files(dist: Path) -> None:
     files = sorted(dist.iterdir())
     assert sorted(path.suffix for path in files) == [".gz", ".whl"], files
-    output = _run(
-        [sys.executable, "-m", "twine", "check", "--strict", *map(str, files)], cwd=REPO
-    )
+    output = _run([sys.executable, "-m", "twine", "check", "--strict", *map(str, files)], cwd=REPO)
     assert output.count("PASSED") == 2, output
 
 
