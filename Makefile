@@ -50,7 +50,8 @@ demo: $(STAMP)
 demo-ui: $(STAMP)
 	$(BIN)/python -m flux_provider.demo_ui
 
-bench: $(STAMP)
+# B5 runs a distributed Airflow: the full run needs what make test-distributed needs.
+bench: distributed-deps
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: $(STAMP)
@@ -103,7 +104,7 @@ clean:
 COMPAT_CELLS := af31-py310 af32-py312 af33-py313
 CELLS ?= $(COMPAT_CELLS)
 COMPAT_VENVS := .venv-compat
-COMPAT_TESTS ?= tests/airflow tests/faults
+COMPAT_TESTS ?= tests/airflow tests/faults tests/ui
 COMPAT_PYTEST_ARGS ?=
 
 # The Airflow release each cell resolves against (make constraints-compat); 3.3 follows

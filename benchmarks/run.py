@@ -1,13 +1,14 @@
-"""Run the benchmark suite: ``python -m benchmarks.run [--quick] [--only B1,B2,B3,B4]``.
+"""Run the benchmark suite: ``python -m benchmarks.run [--quick] [--only B1,B2,B3,B4,B5]``.
 
 Prints one table and writes ``benchmarks/results/latest.json`` (date, machine, parameters and
 every figure); a full run also puts the table into ``benchmarks/README.md``.
 
-* full (``make bench``, ~16 min): B1 at N = 100 (ours and the per-task floor three times) and
+* full (``make bench``, ~35 min): B1 at N = 100 (ours and the per-task floor three times) and
   1000 (twice) with T = 30 s plus an all-at-once start at N = 1000; B2 at 10/30/60 s; B3 and
-  B4 on one ``airflow standalone``.
+  B4 on one ``airflow standalone``; B5 on a distributed Airflow (PostgreSQL, Celery, two
+  triggerers).
 * quick (``make bench-quick``, < 2 min): B1 at N = 100 with T = 5 s; B2 with time scaled by
-  0.2; B3 with ``dag.test()``; B4 skipped.
+  0.2; B3 with ``dag.test()``; B4 and B5 skipped.
 
 Every process started is stopped at the end, also on failure or Ctrl-C. Work files (child
 logs, Airflow homes) go to a temporary folder, kept only if a benchmark failed or with
@@ -44,7 +45,7 @@ RESULTS = BENCH_DIR / "results" / "latest.json"
 README = BENCH_DIR / "README.md"
 README_BEGIN = "<!-- latest-results:begin -->"
 README_END = "<!-- latest-results:end -->"
-ALL = ("B1", "B2", "B3", "B4")
+ALL = ("B1", "B2", "B3", "B4", "B5")
 
 B1_TARGET_FLOOR_N100 = 1.25
 B1_ROUNDS_N100 = 3
@@ -184,6 +185,16 @@ def run_suite(
             for name in ("B3", "B4"):
                 if name in only and name not in results:
                     results[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+    if "B5" in only:
+        if quick:
+            results["B5"] = {
+                "skipped": "skipped in quick mode (needs ~15 min of a distributed Airflow)"
+            }
+        else:
+            from benchmarks import distributed_batch
+
+            b1 = results.get("B1")
+            results["B5"] = _guarded("B5", lambda: distributed_batch.run(workdir, b1=b1))
     return results
 
 
@@ -393,11 +404,93 @@ def b4_rows(b4: dict[str, Any]) -> list[Row]:
     ]
 
 
+def b5_rows(b5: dict[str, Any]) -> list[Row]:
+    """Rows of B5: the distributed batch and the adoption after a triggerer is killed."""
+    from benchmarks import distributed_batch as b5_module
+
+    p = b5["parameters"]
+    case = f"{p['generations']} gens, T={p['duration_s']:g} s, 2 triggerers, Celery, PG"
+    batch, adoption = b5["batch"], b5["adoption"]
+    rows: list[Row] = [
+        (
+            "B5",
+            case,
+            "first submit to last stored image / T (s)",
+            f"{_f(batch['wall_over_t'])} ({_f(batch['wall_s'], 0)})",
+            "",
+        )
+    ]
+    polls = batch["polls_per_generation"]
+    baseline = b5.get("b1_polls_per_task")
+    ok = None
+    target = f"within {b5_module.TARGET_POLLS_DEVIATION:.0%} of B1's"
+    value = _f(polls, 1)
+    if baseline:
+        ok = abs(polls / baseline - 1) <= b5_module.TARGET_POLLS_DEVIATION
+        value += f" (B1 ours {_f(baseline, 1)})"
+    rows.append(("B5", case, "trigger polls per generation", value, _target(target, ok)))
+    cpu = _f(batch["cpu_ms_per_poll"])
+    if b5.get("b1_cpu_ms_per_poll"):
+        ratio = batch["cpu_ms_per_poll"] / b5["b1_cpu_ms_per_poll"]
+        cpu += f" (B1 ours {_f(b5['b1_cpu_ms_per_poll'])}: x{_f(ratio)})"
+    rows.append(("B5", case, "triggerers' CPU ms per poll", cpu, ""))
+    connections = batch["connections"]
+    peak_ok = all(c["peak"] <= b5_module.TARGET_CONNECTIONS for c in connections.values())
+    rows.append(
+        (
+            "B5",
+            case,
+            "connections to the API per triggerer, peak (opened)",
+            " / ".join(f"{n} {c['peak']} ({c['opened']})" for n, c in sorted(connections.items())),
+            _target(f"<= {b5_module.TARGET_CONNECTIONS}", peak_ok),
+        )
+    )
+    rows.append(
+        (
+            "B5",
+            case,
+            "failed; paid twice",
+            f"{batch['failed']}; {batch['creates'] - p['generations']}",
+            _target("0; 0", batch["failed"] == 0 and batch["creates"] == p["generations"]),
+        )
+    )
+    held = adoption["connections"]
+    rows.append(
+        (
+            "B5",
+            f"all {p['generations']} waiting, then one triggerer SIGKILLed",
+            "connections to the API per triggerer, peak (opened)",
+            " / ".join(f"{n} {c['peak']} ({c['opened']})" for n, c in sorted(held.items())),
+            _target(
+                f"<= {b5_module.TARGET_CONNECTIONS}",
+                all(c["peak"] <= b5_module.TARGET_CONNECTIONS for c in held.values()),
+            ),
+        )
+    )
+    limit = p["health_check_threshold_s"] + b5_module.TARGET_ADOPTION_MARGIN_S
+    rows.append(
+        (
+            "B5",
+            f"SIGKILL of the triggerer holding {adoption['orphans']} of {p['generations']}",
+            "adoption s; failed; paid twice",
+            f"{_f(adoption['adoption_s'], 1)}; {adoption['failed']}; {adoption['paid_twice']}",
+            _target(
+                f"<= {limit:g} s; 0; 0",
+                adoption["adoption_s"] <= limit
+                and adoption["failed"] == 0
+                and adoption["paid_twice"] == 0,
+            ),
+        )
+    )
+    return rows
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "B1": b1_rows,
     "B2": b2_rows,
     "B3": b3_rows,
     "B4": b4_rows,
+    "B5": b5_rows,
 }
 
 

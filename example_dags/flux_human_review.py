@@ -1,9 +1,10 @@
 """Generate, let a person approve, publish: a FLUX image reaches its final place only if approved.
 
 ``generate`` renders the image into a review folder. ``review`` (Airflow's
-``ApprovalOperator``, Airflow 3.1+) asks for a decision in the UI's Required Actions, with the
-image and what made it in the form's body (through the FLUX images plugin, so the reviewer's
-own access to this DAG decides whether they see it). On **Approve**, ``publish`` copies the
+``ApprovalOperator``: Airflow 3.1+, standard provider 1.12.2+) asks for a decision in the UI's
+Required Actions, with the image and what made it in the form's body (through the FLUX images
+plugin, so the reviewer's own access to this DAG decides whether they see it), and waits up to
+two days for it. On **Approve**, ``publish`` copies the
 image to the publish folder; on **Reject**, the operator skips ``publish`` and nothing is
 published. Answer in the UI, or through the REST API::
 
@@ -60,7 +61,7 @@ with DAG(
             "{{ flux_review_body(ti.xcom_pull(task_ids='generate'), dag.dag_id, run_id, "
             "'generate') }}"
         ),
-        execution_timeout=timedelta(days=2),
+        response_timeout=timedelta(days=2),
     )
 
     @task

@@ -3,10 +3,12 @@
 ``load_prompts`` reads ``data/catalogue_prompts.txt`` beside this file (one
 prompt per line); the operator is mapped over them with ``.expand``. Two
 limits keep the API's rate limit and the credits in check:
-``max_active_tis_per_dag`` bounds how many generations run at once, and the
-``flux_api`` pool (create it with ``airflow pools set flux_api 4 "FLUX API"``)
-bounds them across every DAG. Deferred tasks hold no worker slot while they
-wait, so a batch of hundreds costs the triggerer, not the workers. Each mapped
+``max_active_tis_per_dag`` bounds how many generations are in flight at once
+(deferred ones included), and the ``flux_api`` pool bounds them across every DAG
+when it counts deferred tasks (create it with
+``airflow pools set flux_api 4 "FLUX API" --include-deferred``). Deferred tasks
+hold no worker slot while they wait, so a batch of hundreds costs the
+triggerer, not the workers. Each mapped
 task re-attaches on retry, so a retry never pays twice.
 
 Connection: ``flux_default`` (type ``flux``). Pool: ``flux_api``.

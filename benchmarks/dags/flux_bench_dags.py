@@ -7,6 +7,7 @@
   deferrable operator; no pool and no per-DAG cap (``max_active_tasks`` is raised above the
   default 16), so every generation can be in flight at once and only the executor's
   parallelism limits how many task processes run together.
+* ``flux_bench_stored_batch`` (B5): the same, each image stored under ``params.output_dir``.
 
 Connection: ``flux_default`` (the benchmark points it at the fake API).
 """
@@ -40,25 +41,31 @@ for deferrable in (True, False):
     globals()[slot_dag.dag_id] = slot_dag
 
 
-with DAG(
-    dag_id="flux_bench_batch",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    tags=["flux", "benchmark"],
-    params={"count": Param(100, type="integer", minimum=1, maximum=1000)},
-    max_active_tasks=1024,
-    default_args={"retries": 0},
-) as batch_dag:
+for stored in (False, True):
+    with DAG(
+        dag_id="flux_bench_stored_batch" if stored else "flux_bench_batch",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["flux", "benchmark"],
+        params={
+            "count": Param(100, type="integer", minimum=1, maximum=1000),
+            "output_dir": Param("/tmp/flux-bench-images", type="string"),
+        },
+        max_active_tasks=1024,
+        default_args={"retries": 0},
+    ) as batch_dag:
 
-    @task
-    def make_prompts(params: dict[str, int] | None = None) -> list[str]:
-        """``params.count`` distinct prompts."""
-        count = int((params or {}).get("count", 100))
-        return [f"catalogue shot {i:04d}: a ceramic cup, studio light" for i in range(count)]
+        @task
+        def make_prompts(params: dict[str, int] | None = None) -> list[str]:
+            """``params.count`` distinct prompts."""
+            count = int((params or {}).get("count", 100))
+            return [f"catalogue shot {i:04d}: a ceramic cup, studio light" for i in range(count)]
 
-    FluxGenerateImageOperator.partial(
-        task_id="generate",
-        deferrable=True,
-        timeout=TIMEOUT,
-    ).expand(prompt=make_prompts())
+        FluxGenerateImageOperator.partial(
+            task_id="generate",
+            deferrable=True,
+            timeout=TIMEOUT,
+            download_to="{{ params.output_dir }}" if stored else None,
+        ).expand(prompt=make_prompts())
+    globals()[batch_dag.dag_id] = batch_dag

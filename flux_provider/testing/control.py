@@ -8,6 +8,7 @@ each with one line on stdout:
   :class:`~flux_provider.testing.FakeStats` counters plus ``requests``, ``connections``:
   distinct client ports, and ``at``: the wall time); the request log is dropped each time so
   a long run does not grow the fake's memory.
+* ``complete-all``: end every task that has not ended, successfully (answer ``ok <count>``).
 * ``quit``: stop serving (answer ``bye``).
 
 Anything else is answered with ``error: <reason>``. Serving also stops when stdin closes, so
@@ -77,7 +78,19 @@ def answer_command(server: FakeFluxServer, line: str) -> str | None:
             "at": time.time(),
         }
         return json.dumps(report)
-    return f"error: unknown command {command!r} (expected duration <seconds>, stats or quit)"
+    if command == "complete-all":
+        running = [
+            task_id
+            for task_id in server.tasks
+            if server.state_of(task_id) in ("pending", "running")
+        ]
+        for task_id in running:
+            server.complete(task_id)
+        return f"ok {len(running)}"
+    return (
+        f"error: unknown command {command!r} "
+        "(expected duration <seconds>, stats, complete-all or quit)"
+    )
 
 
 def serve_commands(

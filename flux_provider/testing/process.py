@@ -272,6 +272,18 @@ class FakeFluxProcess(StartStop):
             raise RuntimeError(f"the fake API refused duration {seconds}: {answer}")
         self._duration = seconds
 
+    def complete_all(self) -> int:
+        """End every task that has not ended, successfully; how many there were.
+
+        Raises:
+            RuntimeError: If the child refuses the command.
+        """
+        answer = self.command("complete-all")
+        verb, _, count = answer.partition(" ")
+        if verb != "ok":
+            raise RuntimeError(f"the fake API refused complete-all: {answer}")
+        return int(count)
+
     def take_stats(self) -> dict[str, Any]:
         """Counters since the previous call (read while no request is in flight)."""
         report: dict[str, Any] = json.loads(self.command("stats"))

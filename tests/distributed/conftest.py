@@ -46,3 +46,21 @@ def distributed(
     airflow = distributed_airflow(tmp_path_factory.mktemp("distributed-airflow-home"), fake_flux)
     with airflow:
         yield airflow
+
+
+REPORT: list[str] = []
+"""Figures the scenarios measured, printed at the end of the session."""
+
+
+def report(line: str) -> None:
+    """Add ``line`` to what the session prints at its end (and print it now)."""
+    REPORT.append(line)
+    print(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the distributed scenarios measured."""
+    if REPORT:
+        terminalreporter.section("distributed scenarios: what was measured")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -36,7 +36,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,41 +45,15 @@ import pytest
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.testing.standalone import StandaloneAirflow
 from tests.conftest import standalone_airflow
+from tests.security.support import KeySearch
 
 pytestmark = pytest.mark.timeout(900)
 
 KEY = f"sk-flux-LEAKCHECK-{secrets.token_hex(16)}"
-SECRET_PART = KEY.rsplit("-", 1)[1]
-NEEDLES = (KEY, SECRET_PART)
 DAG_ID = "flux_text_to_image"
 TASK_ID = "generate_hero_image"
 RUN_TIMEOUT = 180.0
 POLL = 0.25
-
-
-def occurrences(data: str | bytes) -> int:
-    """How many times the key, or its random part alone, occurs in ``data``."""
-    if isinstance(data, bytes):
-        return sum(data.count(needle.encode()) for needle in NEEDLES)
-    return sum(data.count(needle) for needle in NEEDLES)
-
-
-@dataclass
-class Search:
-    """Where the key was looked for, and where it was found."""
-
-    places: int = 0
-    found: list[str] = field(default_factory=list)
-
-    def look(self, place: str, data: str | bytes) -> None:
-        """Search ``data``; remember ``place`` if the key is in it."""
-        self.places += 1
-        count = occurrences(data)
-        if isinstance(data, bytes) and data[:2] in (b"\x78\x9c", b"\x78\x01", b"\x78\xda"):
-            with contextlib.suppress(zlib.error):
-                count += occurrences(zlib.decompress(data))
-        if count:
-            self.found.append(f"{place}: {count}")
 
 
 @dataclass
@@ -286,7 +259,7 @@ def test_key_is_in_no_file_of_the_airflow_home(
 ) -> None:
     """Task logs, trigger logs, triggerer/scheduler/processor/API server logs, the DB file."""
     done, _ = runs
-    search = Search()
+    search = KeySearch(KEY)
     files = sorted(path for path in standalone.home.rglob("*") if path.is_file())
     for path in files:
         search.look(str(path.relative_to(standalone.home)), path.read_bytes())
@@ -313,7 +286,7 @@ def test_key_is_in_no_row_of_the_metadata_database(
 ) -> None:
     """Every cell of every table, and the full ``iterdump()`` (the ``sqlite3 .dump`` text)."""
     done, _ = runs
-    search = Search()
+    search = KeySearch(KEY)
     with contextlib.closing(_db(standalone)) as db:
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         rows = 0
@@ -325,7 +298,7 @@ def test_key_is_in_no_row_of_the_metadata_database(
                         search.look(f"{table}[{rows}].{column}", value)
         dump = "\n".join(db.iterdump())
     search.look("iterdump", dump)
-    for needle in NEEDLES:  # iterdump writes BLOBs as X'<hex>'
+    for needle in KeySearch(KEY).needles:  # iterdump writes BLOBs as X'<hex>'
         assert needle.encode().hex().upper() not in dump.upper()
     print(f"\nsearched {len(tables)} tables, {rows} rows, {search.places} cells and dumps")
     assert search.found == [], "\n".join(search.found)
@@ -343,7 +316,7 @@ def test_key_is_in_no_trigger_row_and_no_trigger_event(
 ) -> None:
     """Trigger rows (kwargs decrypted by Airflow itself) and the events handed back to tasks."""
     done, captured = runs
-    search = Search()
+    search = KeySearch(KEY)
     encrypted = {f"{k[0]}@{k[1]}": v[1] for k, v in captured.trigger_rows.items()}
     decrypt = (
         "import json, sys\n"
@@ -387,7 +360,7 @@ def test_key_is_in_no_answer_of_the_rest_api(
     """Runs, task instances (rendered fields), tries, XCom values, logs, event log, connections,
     and the Test button's verdict."""
     done, captured = runs
-    search = Search()
+    search = KeySearch(KEY)
     texts: dict[str, str] = {}
 
     def get(path: str, **params: Any) -> Any:

@@ -113,6 +113,23 @@ def test_stdin_protocol() -> None:
     assert unknown.startswith("error: unknown command")
 
 
+def test_complete_all_ends_every_running_task_and_only_those() -> None:
+    with FakeFluxProcess(duration=3600) as fake, _client(fake) as http:
+        first, second = (http.post(CREATE, json=body()).json()["data"]["task_id"] for _ in "12")
+        ended = fake.complete_all()
+        again = fake.complete_all()
+        statuses = [
+            http.get(INFO, params={"task_id": task_id}).json()["data"]["status"]
+            for task_id in (first, second)
+        ]
+        third = http.post(CREATE, json=body()).json()["data"]["task_id"]
+        third_status = http.get(INFO, params={"task_id": third}).json()["data"]["status"]
+
+    assert (ended, again) == (2, 0)
+    assert statuses == ["success", "success"]
+    assert third_status == "pending"  # a task created afterwards runs as usual
+
+
 def test_quit_ends_the_child() -> None:
     with FakeFluxProcess() as fake:
         pid = fake.pid
