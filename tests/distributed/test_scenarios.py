@@ -29,7 +29,7 @@ from flux_provider.testing.connections import ConnectionCensus
 from flux_provider.testing.distributed import DistributedAirflow
 from flux_provider.testing.sampling import Sampler
 from tests.conftest import API_KEY, DAGS_FOLDER
-from tests.distributed.conftest import report
+from tests.distributed.conftest import FAKE_DURATION, report
 from tests.distributed.support import (
     TRIGGERERS,
     TriggerOwnership,
@@ -46,8 +46,6 @@ pytestmark = pytest.mark.timeout(1500)
 
 D1_COUNT = int(os.environ.get("FLUX_D1_COUNT", "200"))
 D1_DURATION = 20.0
-WAITING = 3600.0
-"""A generation that lasts longer than any test: the test ends it with ``complete()``."""
 HEALTH_CHECK_THRESHOLD = 10.0
 HEARTBEAT_TIMEOUT = 20.0
 WORKER_SLOTS = 8
@@ -57,14 +55,8 @@ ON_WORKER = "flux_batch_worker"
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFluxServer]:
-    with FakeFluxServer(api_key=API_KEY, duration=WAITING) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, fake: FakeFluxServer
+    tmp_path_factory: pytest.TempPathFactory, fake_flux: FakeFluxServer
 ) -> Iterator[DistributedAirflow]:
     """The distributed Airflow; ``flux_default`` is created in its database (encrypted)."""
     airflow = DistributedAirflow(
@@ -82,7 +74,7 @@ def cluster(
             json={
                 "connection_id": "flux_default",
                 "conn_type": "flux",
-                "host": fake.base_url,
+                "host": fake_flux.base_url,
                 "password": API_KEY,
             },
         )
@@ -110,41 +102,41 @@ def _all_succeeded(cluster: DistributedAirflow, dag_id: str, run_id: str, count:
     return [tries for _, tries in states]
 
 
-def _created(fake: FakeFluxServer) -> int:
-    return fake.stats.tasks_created
+def _created(fake_flux: FakeFluxServer) -> int:
+    return fake_flux.stats.tasks_created
 
 
 def _waiting(
-    cluster: DistributedAirflow, fake: FakeFluxServer, dag_id: str, run_id: str, count: int
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, dag_id: str, run_id: str, count: int
 ) -> dict[int, str]:
     """Wait until every ``generate`` instance of the run deferred and its trigger polled."""
     _wait(cluster, lambda: count_in(cluster, dag_id, run_id, "deferred") == count, "all deferred")
     ids = flux_task_ids(cluster, dag_id, run_id)
     _wait(
         cluster,
-        lambda: all(polls_of(fake, flux_task_id) >= 2 for flux_task_id in ids.values()),
+        lambda: all(polls_of(fake_flux, flux_task_id) >= 2 for flux_task_id in ids.values()),
         "every trigger polled",
     )
     return ids
 
 
 def test_d1_a_mapped_batch_spreads_over_both_triggerers_within_64_connections(
-    cluster: DistributedAirflow, fake: FakeFluxServer, output: Path
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, output: Path
 ) -> None:
-    before = _created(fake)
-    fake.duration = D1_DURATION
+    before = _created(fake_flux)
+    fake_flux.duration = D1_DURATION
     ownership = TriggerOwnership(cluster)
-    census = ConnectionCensus(fake.port, lambda: triggerer_sessions(cluster))
+    census = ConnectionCensus(fake_flux.port, lambda: triggerer_sessions(cluster))
     started = time.monotonic()
     try:
         with ownership.sampler(), census:
             run_id = start_batch(cluster, DEFERRED, D1_COUNT, output)
             tries = _all_succeeded(cluster, DEFERRED, run_id, D1_COUNT)
     finally:
-        fake.duration = WAITING
+        fake_flux.duration = FAKE_DURATION
     wall = time.monotonic() - started
 
-    assert _created(fake) - before == D1_COUNT
+    assert _created(fake_flux) - before == D1_COUNT
     assert len(list(output.glob("*.png"))) == D1_COUNT
     jobs = {cluster.job_id(name): name for name in TRIGGERERS}
     assert ownership.holders() == set(jobs), (ownership.peaks, jobs)
@@ -163,12 +155,12 @@ def test_d1_a_mapped_batch_spreads_over_both_triggerers_within_64_connections(
 
 
 def test_d2_a_killed_triggerers_triggers_are_adopted_and_all_succeed(
-    cluster: DistributedAirflow, fake: FakeFluxServer, output: Path
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, output: Path
 ) -> None:
     count = 20
-    before = _created(fake)
+    before = _created(fake_flux)
     run_id = start_batch(cluster, DEFERRED, count, output)
-    ids = _waiting(cluster, fake, DEFERRED, run_id, count)
+    ids = _waiting(cluster, fake_flux, DEFERRED, run_id, count)
     rows = cluster.trigger_rows().values()
     held = {
         name: [row.id for row in rows if row.triggerer_id == cluster.job_id(name)]
@@ -194,16 +186,16 @@ def test_d2_a_killed_triggerers_triggers_are_adopted_and_all_succeed(
         since = time.monotonic()
         _wait(
             cluster,
-            lambda: all(polls_of(fake, fid, since) >= 1 for fid in ids.values()),
+            lambda: all(polls_of(fake_flux, fid, since) >= 1 for fid in ids.values()),
             "every trigger polled after the adoption",
         )
         for flux_task_id in ids.values():
-            fake.complete(flux_task_id)
+            fake_flux.complete(flux_task_id)
         tries = _all_succeeded(cluster, DEFERRED, run_id, count)
     finally:
         cluster.start_component(victim)
 
-    assert _created(fake) - before == count
+    assert _created(fake_flux) - before == count
     assert tries == [1] * count  # no event was lost: no try had to be repeated
     report(
         f"D2: killed {victim} holding {len(orphans)} of {count} triggers; {survivor} held them "
@@ -213,32 +205,32 @@ def test_d2_a_killed_triggerers_triggers_are_adopted_and_all_succeed(
 
 
 def test_d3_a_killed_worker_between_submit_and_defer_is_retried_without_paying_twice(
-    cluster: DistributedAirflow, fake: FakeFluxServer, output: Path
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, output: Path
 ) -> None:
     count = 4
-    before = _created(fake)
-    fake.duration = 30.0
+    before = _created(fake_flux)
+    fake_flux.duration = 30.0
     # Each try's check before deferring hangs: the worker is killed while it waits there.
-    fake.add_fault(Fault(endpoint="poll", delay=300, times=count))
+    fake_flux.add_fault(Fault(endpoint="poll", delay=300, times=count))
     try:
         run_id = start_batch(cluster, DEFERRED, count, output)
-        _wait(cluster, lambda: _created(fake) - before == count, "every task submitted")
+        _wait(cluster, lambda: _created(fake_flux) - before == count, "every task submitted")
         ids = flux_task_ids(cluster, DEFERRED, run_id)
         _wait(
             cluster,
-            lambda: len(ids) == count and all(polls_of(fake, f) >= 1 for f in ids.values()),
+            lambda: len(ids) == count and all(polls_of(fake_flux, f) >= 1 for f in ids.values()),
             "every try's check before deferring",
         )
         assert count_in(cluster, DEFERRED, run_id, "running") == count
         cluster.kill("worker-1")
     finally:
-        fake.duration = WAITING
-        fake.clear_faults()
+        fake_flux.duration = FAKE_DURATION
+        fake_flux.clear_faults()
         if not cluster.components["worker-1"].running:
             cluster.start_component("worker-1")
     tries = _all_succeeded(cluster, DEFERRED, run_id, count)
 
-    assert _created(fake) - before == count
+    assert _created(fake_flux) - before == count
     assert tries == [2] * count
     report(
         f"D3: worker killed between submit and defer: {count} retried, re-attached, 0 paid twice"
@@ -246,16 +238,16 @@ def test_d3_a_killed_worker_between_submit_and_defer_is_retried_without_paying_t
 
 
 def test_d3_a_killed_worker_during_a_wait_on_the_worker_is_retried_without_paying_twice(
-    cluster: DistributedAirflow, fake: FakeFluxServer, output: Path
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, output: Path
 ) -> None:
     count = 4
-    before = _created(fake)
+    before = _created(fake_flux)
     run_id = start_batch(cluster, ON_WORKER, count, output)
-    _wait(cluster, lambda: _created(fake) - before == count, "every task submitted")
+    _wait(cluster, lambda: _created(fake_flux) - before == count, "every task submitted")
     ids = flux_task_ids(cluster, ON_WORKER, run_id)
     _wait(
         cluster,
-        lambda: len(ids) == count and all(polls_of(fake, f) >= 3 for f in ids.values()),
+        lambda: len(ids) == count and all(polls_of(fake_flux, f) >= 3 for f in ids.values()),
         "every worker polling",
     )
     cluster.kill("worker-1")
@@ -263,31 +255,35 @@ def test_d3_a_killed_worker_during_a_wait_on_the_worker_is_retried_without_payin
     cluster.start_component("worker-1")
     _wait(
         cluster,
-        lambda: all(polls_of(fake, f, killed_at) >= 2 for f in ids.values()),
+        lambda: all(polls_of(fake_flux, f, killed_at) >= 2 for f in ids.values()),
         "every retry polling the same task again",
     )
     for flux_task_id in ids.values():
-        fake.complete(flux_task_id)
+        fake_flux.complete(flux_task_id)
     tries = _all_succeeded(cluster, ON_WORKER, run_id, count)
 
-    assert _created(fake) - before == count
+    assert _created(fake_flux) - before == count
     assert tries == [2] * count
     report(f"D3: worker killed while {count} waited on it: retried, re-attached, 0 paid twice")
 
 
 def test_d4_a_postgres_restart_while_generations_wait(
-    cluster: DistributedAirflow, fake: FakeFluxServer, output: Path
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, output: Path
 ) -> None:
     deferred, on_worker = 10, 4
-    before = _created(fake)
+    before = _created(fake_flux)
     deferred_run = start_batch(cluster, DEFERRED, deferred, output / "deferred")
     worker_run = start_batch(cluster, ON_WORKER, on_worker, output / "worker")
-    waiting = _waiting(cluster, fake, DEFERRED, deferred_run, deferred)
-    _wait(cluster, lambda: _created(fake) - before == deferred + on_worker, "every task submitted")
+    waiting = _waiting(cluster, fake_flux, DEFERRED, deferred_run, deferred)
+    _wait(
+        cluster,
+        lambda: _created(fake_flux) - before == deferred + on_worker,
+        "every task submitted",
+    )
     polling = flux_task_ids(cluster, ON_WORKER, worker_run)
     _wait(
         cluster,
-        lambda: all(polls_of(fake, f) >= 3 for f in polling.values()),
+        lambda: all(polls_of(fake_flux, f) >= 3 for f in polling.values()),
         "every worker polling",
     )
 
@@ -299,16 +295,17 @@ def test_d4_a_postgres_restart_while_generations_wait(
     _wait(
         cluster,
         lambda: all(
-            polls_of(fake, f, restarted_at) >= 1 for f in [*waiting.values(), *polling.values()]
+            polls_of(fake_flux, f, restarted_at) >= 1
+            for f in [*waiting.values(), *polling.values()]
         ),
         "every wait polling after the restart",
     )
     for flux_task_id in [*waiting.values(), *polling.values()]:
-        fake.complete(flux_task_id)
+        fake_flux.complete(flux_task_id)
     tries = _all_succeeded(cluster, DEFERRED, deferred_run, deferred)
     tries += _all_succeeded(cluster, ON_WORKER, worker_run, on_worker)
 
-    assert _created(fake) - before == deferred + on_worker
+    assert _created(fake_flux) - before == deferred + on_worker
     report(
         f"D4: PostgreSQL restarted under {deferred} deferred and {on_worker} worker waits: all "
         f"succeeded, {sum(t - 1 for t in tries)} retries, 0 paid twice"
@@ -316,13 +313,15 @@ def test_d4_a_postgres_restart_while_generations_wait(
 
 
 def test_d5_the_key_is_in_no_dump_no_redis_value_and_no_log(
-    cluster: DistributedAirflow, fake: FakeFluxServer, output: Path
+    cluster: DistributedAirflow, fake_flux: FakeFluxServer, output: Path
 ) -> None:
     search = KeySearch(API_KEY, decode_base64=True)
     snapshots: list[dict[str, object]] = []
     # A server message that echoes the key, on a create: the task fails without retry.
-    fake.add_fault(Fault(endpoint="create", status=422, message=f"key {API_KEY} refused", times=1))
-    fake.duration = 2.0
+    fake_flux.add_fault(
+        Fault(endpoint="create", status=422, message=f"key {API_KEY} refused", times=1)
+    )
+    fake_flux.duration = 2.0
     try:
         with Sampler(lambda: snapshots.append(cluster.redis.snapshot()), 0.5):
             echo_run = cluster.trigger_dag("flux_text_to_image")
@@ -330,8 +329,8 @@ def test_d5_the_key_is_in_no_dump_no_redis_value_and_no_log(
             run_id = start_batch(cluster, DEFERRED, 4, output)
             _all_succeeded(cluster, DEFERRED, run_id, 4)
     finally:
-        fake.duration = WAITING
-        fake.clear_faults()
+        fake_flux.duration = FAKE_DURATION
+        fake_flux.clear_faults()
 
     dump = cluster.postgres.dump()
     search.look("pg_dump", dump)
