@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg2  # type: ignore[import-untyped]
+import psycopg2
 
 from .lifecycle import require_started
 from .scratch_server import ScratchServer
