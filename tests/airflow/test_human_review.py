@@ -67,6 +67,16 @@ def reviews(
         review["form"] = standalone.wait_until(
             lambda run_id=review["run_id"]: _form(standalone, run_id), 240, "the approval form"
         )
+        # The workload that parked the task for its answer has ended, and the scheduler knows:
+        # a report of that end arriving after the answer resumed the task would fail it
+        # (apache/airflow#72716). A person never answers that fast.
+        standalone.wait_until(
+            lambda run_id=review["run_id"]: standalone.deferral_released(
+                DAG_ID, run_id, "review", 1
+            ),
+            240,
+            "the scheduler to hear that the review task is waiting",
+        )
     return made
 
 
