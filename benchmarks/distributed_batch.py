@@ -4,7 +4,8 @@ A :class:`~flux_provider.testing.distributed.DistributedAirflow` (CeleryExecutor
 worker, Redis broker, PostgreSQL, two triggerers) runs ``flux_bench_stored_batch``
 (``benchmarks/dags``): 1,000 mapped deferrable generations, each stored on disk, against the
 fake API in a process of its own making every generation last T = 30 s. Half way through
-(once half the generations are done) the triggerer holding the most triggers is SIGKILLed; once
+(once half the generations are done and a triggerer holds at least 10 triggers) the triggerer
+holding the most triggers is SIGKILLed; once
 the other holds its triggers it is started again, as a supervisor would. Figures:
 
 * ``wall_over_t``: from the first submit (the earliest ``created_at`` the API gave) to the last
@@ -42,6 +43,7 @@ WORKER_SLOTS = 8
 TARGET_CONNECTIONS = 64
 TARGET_POLLS_DEVIATION = 0.10
 TARGET_ADOPTION_MARGIN_S = 10.0
+MIN_ORPHANS = 10
 
 
 def _triggerer_sessions(airflow: DistributedAirflow) -> dict[str, list[int]]:
@@ -80,6 +82,16 @@ def _held(airflow: DistributedAirflow) -> dict[str, list[int]]:
         if row.classpath.startswith("flux_provider.") and row.triggerer_id in jobs:
             held[jobs[row.triggerer_id]].append(row.id)
     return held
+
+
+def _holding(airflow: DistributedAirflow, least: int) -> dict[str, list[int]] | None:
+    """The triggers held right now once one triggerer holds at least ``least`` of them.
+
+    Half way through a batch the worker can be between waves (every trigger fired, the
+    resumed tasks queued for a slot); a kill then would orphan nothing and time no adoption.
+    """
+    held = _held(airflow)
+    return held if max(len(ids) for ids in held.values()) >= least else None
 
 
 def _wait(airflow: DistributedAirflow, probe: Any, what: str, timeout: float) -> Any:
@@ -135,7 +147,7 @@ def measure(
             "half the batch done",
             3600,
         )
-        held = _held(airflow)
+        held = _wait(airflow, lambda: _holding(airflow, MIN_ORPHANS), "a triggerer to hold", 900)
         victim = max(TRIGGERERS, key=lambda name: len(held[name]))
         survivor = next(name for name in TRIGGERERS if name != victim)
         orphans = set(held[victim])
