@@ -5,8 +5,8 @@ worker, Redis broker, PostgreSQL, two triggerers) runs ``flux_bench_stored_batch
 (``benchmarks/dags``): 1,000 mapped deferrable generations, each stored on disk, against the
 fake API in a process of its own making every generation last T = 30 s. Half way through
 (once half the generations are done and a triggerer holds at least 10 triggers) the triggerer
-holding the most triggers is SIGKILLed; once
-the other holds its triggers it is started again, as a supervisor would. Figures:
+holding the most triggers is SIGKILLed; once the other holds its triggers it is started again,
+as a supervisor would. Figures:
 
 * ``wall_over_t``: from the first submit (the earliest ``created_at`` the API gave) to the last
   stored image (the newest file's modification time), divided by T.
@@ -72,6 +72,11 @@ def _states(airflow: DistributedAirflow, run_id: str) -> Counter[str]:
         (DAG_ID, run_id),
     )
     return Counter({str(state): int(count) for state, count in rows})
+
+
+def _half_done(states: Counter[str], count: int) -> bool:
+    """Every mapped instance exists and half of them succeeded."""
+    return sum(states.values()) >= count and states.get("success", 0) >= count // 2
 
 
 def _held(airflow: DistributedAirflow) -> dict[str, list[int]]:
@@ -140,10 +145,7 @@ def measure(
         run_id = airflow.trigger_dag(DAG_ID, conf={"count": count, "output_dir": str(output)})
         _wait(
             airflow,
-            lambda: (
-                sum(_states(airflow, run_id).values()) >= count
-                and _states(airflow, run_id).get("success", 0) >= count // 2
-            ),
+            lambda: _half_done(_states(airflow, run_id), count),
             "half the batch done",
             3600,
         )
