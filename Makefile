@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo demo-ui bench bench-quick constraints clean \
+.PHONY: venv test test-unit lint typecheck pytest demo demo-ui bench bench-quick constraints clean \
 	test-compat constraints-compat dist distributed-deps test-distributed browser-deps test-ui \
 	screenshots
 
 # Suites with needs of their own, each behind its own target (which installs what it needs):
-# tests/distributed (PostgreSQL, Redis, Celery: make test-distributed) and tests/browser
+# tests/e2e/distributed (PostgreSQL, Redis, Celery: make test-distributed) and tests/e2e/browser
 # (Chromium: make test-ui).
-SEPARATE_SUITES := --ignore=tests/distributed --ignore=tests/browser
+SEPARATE_SUITES := --ignore=tests/e2e/distributed --ignore=tests/e2e/browser
 
 # Install the Debian packages $(2) unless the shell test $(1) passes (through sudo unless root).
 define apt_install_unless
@@ -36,19 +36,23 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict flux_provider
+	$(BIN)/mypy --strict flux_provider devtools
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(SEPARATE_SUITES)
 
 test: lint typecheck pytest
 
+# The unit tests alone (tests/unit: no server, no Airflow database): seconds.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit $(SEPARATE_SUITES)
+
 demo: $(STAMP)
-	$(BIN)/python -m flux_provider.demo
+	$(BIN)/python -m devtools.demo
 
 # Airflow's UI over the demo's database, on 127.0.0.1:8080: the FLUX images tab of its run.
 demo-ui: $(STAMP)
-	$(BIN)/python -m flux_provider.demo_ui
+	$(BIN)/python -m devtools.demo_ui
 
 # B5 runs a distributed Airflow: the full run needs what make test-distributed needs.
 bench: distributed-deps
@@ -63,7 +67,7 @@ dist: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
 
-# What flux_provider.testing.distributed needs: Debian's PostgreSQL and Redis servers (installed
+# What devtools.distributed needs: Debian's PostgreSQL and Redis servers (installed
 # only when missing) and the "distributed" extra.
 distributed-deps: $(STAMP)
 	$(call apt_install_unless,ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server,\
@@ -74,7 +78,7 @@ distributed-deps: $(STAMP)
 # DISTRIBUTED_TESTS picks some (CI: "-k 'd1 or d2'"); FLUX_D1_COUNT sizes D1's batch.
 DISTRIBUTED_TESTS ?=
 test-distributed: distributed-deps
-	$(BIN)/python -m pytest tests/distributed $(DISTRIBUTED_TESTS)
+	$(BIN)/python -m pytest tests/e2e/distributed $(DISTRIBUTED_TESTS)
 
 # What the browser tests need: Debian's Chromium (Playwright drives it; it downloads no browser).
 browser-deps: $(STAMP)
@@ -82,11 +86,11 @@ browser-deps: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,browser]"
 
 test-ui: browser-deps
-	$(BIN)/python -m pytest tests/browser
+	$(BIN)/python -m pytest tests/e2e/browser
 
 # The README's screenshots, taken by the browser tests.
 screenshots: browser-deps
-	FLUX_SCREENSHOT_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/browser
+	FLUX_SCREENSHOT_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/e2e/browser
 
 constraints: $(STAMP)
 	{ echo "# Pinned versions for a reproducible environment: make uses them through pip's -c flag."; \
@@ -104,7 +108,8 @@ clean:
 COMPAT_CELLS := af31-py310 af32-py312 af33-py313
 CELLS ?= $(COMPAT_CELLS)
 COMPAT_VENVS := .venv-compat
-COMPAT_TESTS ?= tests/airflow tests/faults tests/ui
+COMPAT_TESTS ?= tests/integration/airflow tests/integration/faults tests/integration/plugins \
+	tests/e2e/standalone
 COMPAT_PYTEST_ARGS ?=
 
 # The Airflow release each cell resolves against (make constraints-compat); 3.3 follows

@@ -1,6 +1,6 @@
 """B5 distributed batch: 1,000 deferred generations across two triggerers on PostgreSQL.
 
-A :class:`~flux_provider.testing.distributed.DistributedAirflow` (CeleryExecutor with one
+A :class:`~devtools.distributed.DistributedAirflow` (CeleryExecutor with one
 worker, Redis broker, PostgreSQL, two triggerers) runs ``flux_bench_stored_batch``
 (``benchmarks/dags``): 1,000 mapped deferrable generations, each stored on disk, against the
 fake API in a process of its own making every generation last T = 30 s. Half way through
@@ -32,9 +32,9 @@ from typing import Any
 from benchmarks.fake_process import FakeApiProcess
 from benchmarks.measure import process_cpu_seconds
 from benchmarks.worker_slot import DAGS_FOLDER
-from flux_provider.testing.connections import ConnectionCensus
-from flux_provider.testing.distributed import DistributedAirflow
-from flux_provider.testing.sessions import session_processes
+from devtools.connections import ConnectionCensus
+from devtools.distributed import DistributedAirflow
+from devtools.sessions import session_processes
 
 DAG_ID = "flux_bench_stored_batch"
 TRIGGERERS = ("triggerer-1", "triggerer-2")

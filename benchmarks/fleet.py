@@ -8,10 +8,10 @@ against one shared fake-API process, so its CPU time is its own:
   schedule).
 * ``floor`` (the per-task floor): per task one bare ``httpx.AsyncClient`` whose connection stays
   open between polls (``keepalive_expiry`` above the poll interval), the same GETs on the same
-  :class:`~flux_provider.polling.PollSchedule`, ``json.loads`` of each answer and a look at
+  :class:`~flux_provider.api.polling.PollSchedule`, ``json.loads`` of each answer and a look at
   ``data.status``; no validation, no logging, no bookkeeping.
 * ``shared_floor``: the same loop, but every task uses one bare ``httpx.AsyncClient`` built at
-  set-up, its pool bounded like ours (:data:`~flux_provider.config.MAX_CONNECTIONS`): the least
+  set-up, its pool bounded like ours (:data:`~flux_provider.api.config.MAX_CONNECTIONS`): the least
   work that does the job, and the lower bound.
 * ``naive``: the shape many providers' triggers have: a new HTTP client (and so a new TCP
   connection) for every poll, ``response.json()``, same schedule. Its TLS context is shared
@@ -138,7 +138,7 @@ def _first_delay(schedule: Any) -> float:
 
 async def _poll_loop(client: Any, task_id: str, deadline: float) -> Outcome:
     """GET, ``json.loads``, look at ``data.status``, sleep by the schedule: the least work."""
-    from flux_provider.polling import PollSchedule
+    from flux_provider.api.polling import PollSchedule
 
     schedule = PollSchedule()
     polls = 0
@@ -157,7 +157,7 @@ async def _setup_floor(base_url: str, api_key: str, warm_task: str, deadline: fl
     """Per task one bare ``httpx.AsyncClient``: GET, ``json.loads``, read ``status``, sleep."""
     import httpx
 
-    from flux_provider.polling import PollSchedule
+    from flux_provider.api.polling import PollSchedule
 
     options = _floor_options(base_url, api_key)
     schedule = PollSchedule()
@@ -178,8 +178,8 @@ async def _setup_shared_floor(
     """One bare ``httpx.AsyncClient`` for every task (pool bounded as ours), the same loop."""
     import httpx
 
-    from flux_provider.config import KEEPALIVE_EXPIRY, MAX_CONNECTIONS
-    from flux_provider.polling import PollSchedule
+    from flux_provider.api.config import KEEPALIVE_EXPIRY, MAX_CONNECTIONS
+    from flux_provider.api.polling import PollSchedule
 
     limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS,
@@ -202,7 +202,7 @@ async def _setup_naive(base_url: str, api_key: str, warm_task: str, deadline: fl
     """A new ``httpx.AsyncClient`` (new connection) for every poll, ``response.json()``."""
     import httpx
 
-    from flux_provider.polling import PollSchedule
+    from flux_provider.api.polling import PollSchedule
 
     options = _plain_options(base_url, api_key)
     schedule = PollSchedule()

@@ -26,7 +26,7 @@ from benchmarks.fake_process import FakeApiProcess
 from benchmarks.worker_slot import as_datetime, standalone_timings, summarise
 
 if TYPE_CHECKING:
-    from flux_provider.testing.standalone import StandaloneAirflow
+    from devtools.standalone import StandaloneAirflow
 
 DAG_ID = "flux_bench_batch"
 TARGET_WALL_OVER_T = 3.0

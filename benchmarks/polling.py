@@ -72,8 +72,8 @@ def task_durations(nominal: float, count: int) -> list[float]:
 
 def _scale_adaptive_default(scale: float) -> str:
     """Make the trigger's adaptive default ``scale`` times faster (quick mode only)."""
-    from flux_provider import triggers
-    from flux_provider.polling import PollSchedule
+    from flux_provider.api.polling import PollSchedule
+    from flux_provider.triggers import task as triggers
 
     default = PollSchedule()
     scaled = PollSchedule(default.initial * scale, default.factor, default.maximum * scale)

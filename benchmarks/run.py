@@ -120,7 +120,7 @@ def run_standalone_benchmarks(
     run_b3: bool, run_b4: bool, workdir: Path
 ) -> dict[str, dict[str, Any]]:
     """B3 and B4 on one ``airflow standalone`` (LocalExecutor, real triggerer)."""
-    from flux_provider.testing.standalone import StandaloneAirflow
+    from devtools.standalone import StandaloneAirflow
 
     results: dict[str, dict[str, Any]] = {}
     with FakeApiProcess(duration=30.0, log_path=workdir / "standalone-fake.log") as fake:

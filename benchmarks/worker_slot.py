@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.fake_process import FakeApiProcess
 from benchmarks.measure import die_with_parent
-from flux_provider.testing.dags import load_dag
+from devtools.dags import load_dag
 
 if TYPE_CHECKING:
-    from flux_provider.testing.standalone import StandaloneAirflow
+    from devtools.standalone import StandaloneAirflow
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 DAG_IDS = {"deferrable": "flux_bench_slot_deferred", "worker": "flux_bench_slot_worker"}

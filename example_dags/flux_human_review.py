@@ -26,7 +26,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, ObjectStoragePath, Param, task
 
 from flux_provider.operators import FluxGenerateImageOperator
-from flux_provider.ui.review import review_body
+from flux_provider.plugins.review import review_body
 
 OUTPUT_ROOT = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "flux_output"
 

@@ -1,113 +1,28 @@
 """Apache Airflow provider for Black Forest Labs FLUX.2 [max] image generation.
 
-Importing this package imports nothing from Airflow: ``get_provider_info`` is
-plain data, read by Airflow through the ``apache_airflow_provider`` entry point.
+The package's layers, each a subpackage (data flows from the top down, never back up)::
+
+    operators/  sensors/     Airflow tasks: validate, submit, wait (deferred), deliver
+    triggers/                async polling inside the triggerer
+    hooks/                   an Airflow connection turned into the API client: the one door
+    links/  lineage/         the result's extra link; OpenLineage facets
+    plugins/                 the images tab, the run gallery, the human-review body
+    api/                     the Crun task API over httpx (imports nothing from Airflow)
+    testing/                 the embedded fake API and its pytest plugin
+
+Importing this package imports nothing from Airflow: ``get_provider_info`` is plain data, read
+by Airflow through the ``apache_airflow_provider`` entry point.
 """
 
 from __future__ import annotations
-
-from importlib import metadata
-from typing import Any
-
-from flux_provider.config import (
-    DEFAULT_BALANCE_PATH,
-    DEFAULT_BASE_URL,
-    DEFAULT_CREATE_PATH,
-    DEFAULT_ESTIMATE_PATH,
-    DEFAULT_INFO_PATH,
-)
 
 __version__ = "0.1.0"
 """The package's version: the build reads it from here (``[tool.hatch.version]``)."""
 
 DISTRIBUTION = "airflow-provider-flux"
+"""The distribution's name on a package index (the provider info's ``package-name``)."""
 
-_INTEGRATION = "FLUX"
-_PATHS = (
-    ("create_path", "Create-task path", DEFAULT_CREATE_PATH),
-    ("info_path", "Task-info path", DEFAULT_INFO_PATH),
-    ("balance_path", "Balance path", DEFAULT_BALANCE_PATH),
-    ("estimate_path", "Estimate-credits path", DEFAULT_ESTIMATE_PATH),
-)
+# After __version__: the provider info (and the API layer it reads its defaults from) use it.
+from flux_provider.get_provider_info import get_provider_info  # noqa: E402
 
-
-def documentation_url() -> str | None:
-    """The installed distribution's ``Documentation`` project URL (``[project.urls]``)."""
-    try:
-        entries = metadata.metadata(DISTRIBUTION).get_all("Project-URL") or []
-    except metadata.PackageNotFoundError:
-        return None
-    for entry in entries:
-        name, _, url = entry.partition(",")
-        if name.strip().lower() == "documentation":
-            return str(url).strip()
-    return None
-
-
-def get_provider_info() -> dict[str, Any]:
-    """Provider metadata: package, integration, hooks, operators, sensors, triggers, links."""
-    documentation = documentation_url()
-    return {
-        "package-name": DISTRIBUTION,
-        **({"documentation-url": documentation} if documentation else {}),
-        "name": "FLUX",
-        "description": "Black Forest Labs FLUX.2 [max] image generation through Crun's task API.",
-        "versions": [__version__],
-        "integrations": [
-            {
-                "integration-name": _INTEGRATION,
-                "external-doc-url": "https://docs.crun.ai",
-                "tags": ["ai", "service"],
-            }
-        ],
-        "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["flux_provider.hooks"]}],
-        "operators": [
-            {"integration-name": _INTEGRATION, "python-modules": ["flux_provider.operators"]}
-        ],
-        "sensors": [
-            {"integration-name": _INTEGRATION, "python-modules": ["flux_provider.sensors"]}
-        ],
-        "triggers": [
-            {"integration-name": _INTEGRATION, "python-modules": ["flux_provider.triggers"]}
-        ],
-        "extra-links": ["flux_provider.links.FluxResultLink"],
-        "plugins": [
-            {"name": "flux_images", "plugin-class": "flux_provider.ui.plugin.FluxImagesPlugin"}
-        ],
-        "connection-types": [
-            {
-                "hook-class-name": "flux_provider.hooks.FluxHook",
-                "hook-name": "Flux",
-                "connection-type": "flux",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {"host": "API base URL", "password": "API key"},
-                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "your API key"},
-                },
-                "conn-fields": {
-                    "header_name": {
-                        "label": "Auth header",
-                        "schema": {"type": ["string", "null"], "default": "x-api-key"},
-                        "description": "Header carrying the key: x-api-key, or Authorization "
-                        "(sent as 'Bearer <key>')",
-                    },
-                    **{
-                        name: {
-                            "label": label,
-                            "schema": {"type": ["string", "null"], "default": default},
-                        }
-                        for name, label, default in _PATHS
-                    },
-                    "timeout": {
-                        "label": "Request timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 30},
-                    },
-                    "allow_insecure_http": {
-                        "label": "Allow plain http to a remote host",
-                        "schema": {"type": ["boolean", "null"], "default": False},
-                        "description": "Only for trusted networks: the key travels unencrypted",
-                    },
-                },
-            }
-        ],
-    }
+__all__ = ["DISTRIBUTION", "__version__", "get_provider_info"]

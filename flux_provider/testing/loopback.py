@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-from flux_provider.config import is_loopback_host
+from flux_provider.api.config import is_loopback_host
 
 __all__ = ["free_loopback_ports", "is_loopback_host", "is_loopback_http_url"]
 

@@ -1,4 +1,4 @@
-"""Mapped batches for the distributed scenarios (``tests/distributed``).
+"""Mapped batches for the distributed scenarios (``tests/e2e/distributed``).
 
 ``flux_batch_deferred`` and ``flux_batch_worker`` generate one image per prompt of a batch of
 ``params.count`` prompts, deferring to the triggerers or polling on the Celery worker, and store

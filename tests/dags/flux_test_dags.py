@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow.sdk import DAG
 
-from flux_provider.models import TaskInfo
+from flux_provider.api.models import TaskInfo
 from flux_provider.operators import FluxGenerateImageOperator
 
 

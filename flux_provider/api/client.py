@@ -1,0 +1,374 @@
+"""Sync and async clients of the Crun task API over httpx (no Airflow imports).
+
+Each client object holds one pooled ``httpx.Client`` / ``httpx.AsyncClient``
+reused for every call. Calls retry as :mod:`flux_provider.api.retry` says; answers
+are read with a size cap and interpreted by :mod:`flux_provider.api.wire`;
+redirects are never followed (the key goes only to the configured host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT, ClientConfig
+from flux_provider.api.errors import (
+    ConnectionFailedError,
+    FluxError,
+    InvalidInputError,
+    MalformedResponseError,
+    RequestTimeoutError,
+    TransportError,
+)
+from flux_provider.api.formatting import bytes_text
+from flux_provider.api.models import (
+    MODEL_NAME,
+    Flux2MaxInput,
+    TaskInfo,
+    check_http_url,
+    validate_input,
+)
+from flux_provider.api.polling import OnPoll, PollSchedule, TaskWait, wait_async, wait_blocking
+from flux_provider.api.retry import NO_RETRY, Attempts
+from flux_provider.api.wire import (
+    Envelope,
+    balance_of,
+    create_body,
+    estimate_of,
+    read_answer,
+    task_id_of,
+    task_info_of,
+    task_query,
+)
+
+TaskInput = Flux2MaxInput | Mapping[str, Any]
+"""A task's input: validated already, or a mapping validated before anything is sent."""
+
+
+def _check_size(config: ClientConfig, headers: Mapping[str, str]) -> None:
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > config.max_response_bytes:
+        raise MalformedResponseError(
+            f"the API's answer declares {bytes_text(int(declared))}, over the "
+            f"{bytes_text(config.max_response_bytes)} limit",
+            retryable=False,
+        )
+
+
+def _append_capped(config: ClientConfig, buffer: bytearray, chunk: bytes) -> None:
+    buffer += chunk
+    if len(buffer) > config.max_response_bytes:
+        raise MalformedResponseError(
+            f"the API's answer is over the {bytes_text(config.max_response_bytes)} limit",
+            retryable=False,
+        )
+
+
+def _transport_error(config: ClientConfig, exc: httpx.TransportError, what: str) -> TransportError:
+    cls: type[TransportError]
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        cls = ConnectionFailedError
+    elif isinstance(exc, httpx.TimeoutException):
+        cls = RequestTimeoutError
+    else:
+        cls = TransportError
+    # A protocol error may quote what the server sent, which may echo the key.
+    return cls(config.redact(f"{what} failed: {type(exc).__name__}: {exc}"))
+
+
+def _body_for(input: TaskInput, model: str, callback_url: str | None) -> dict[str, Any]:
+    """The validated request body (raises :class:`InvalidInputError` before anything is sent)."""
+    checked = validate_input(dict(input) if isinstance(input, Mapping) else input)
+    if model != MODEL_NAME:
+        raise InvalidInputError(f"model must be {MODEL_NAME!r}, got {model!r}")
+    if callback_url is not None:
+        try:
+            check_http_url(callback_url, "callback_url")
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+    return create_body(checked, model=model, callback_url=callback_url)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One API call, before any I/O: what to send and whether a resend is safe."""
+
+    method: str
+    path: str
+    idempotent: bool
+    flux_task_id: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _ClientBase:
+    """What both clients share: the calls they make and how answers are read (no I/O)."""
+
+    def __init__(self, config: ClientConfig, rng: random.Random | None) -> None:
+        self.config = config
+        self._rng = rng or random.Random()
+
+    def _create_call(self, input: TaskInput, model: str, callback_url: str | None) -> _Call:
+        body = _body_for(input, model, callback_url)
+        return _Call("POST", self.config.create_path, idempotent=False, options={"json": body})
+
+    def _info_call(self, flux_task_id: str) -> _Call:
+        return _Call(
+            "GET",
+            self.config.info_path,
+            idempotent=True,
+            flux_task_id=flux_task_id,
+            options={"params": task_query(flux_task_id)},
+        )
+
+    def _balance_call(self) -> _Call:
+        return _Call("GET", self.config.balance_path, idempotent=True)
+
+    def _estimate_call(self, input: TaskInput, model: str) -> _Call:
+        body = _body_for(input, model, None)
+        # Creates nothing, so it is as safe to resend as a GET.
+        return _Call("POST", self.config.estimate_path, idempotent=True, options={"json": body})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.config.base_url!r})"
+
+    def _attempts(self, idempotent: bool, retry: bool) -> Attempts:
+        return Attempts(self.config.retry if retry else NO_RETRY, self._rng, idempotent)
+
+    def _answer(
+        self, response: httpx.Response, body: bytearray, flux_task_id: str | None
+    ) -> Envelope:
+        return read_answer(
+            response.status_code,
+            response.headers,
+            bytes(body),
+            secret=self.config.api_key,
+            flux_task_id=flux_task_id,
+        )
+
+    def _task_info(self, envelope: Envelope, flux_task_id: str) -> TaskInfo:
+        return task_info_of(envelope.data, flux_task_id=flux_task_id, secret=self.config.api_key)
+
+    def _new_wait(
+        self,
+        flux_task_id: str,
+        poll_interval: float | None,
+        timeout: float,
+        clock: Callable[[], float],
+    ) -> TaskWait:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if poll_interval is not None and poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
+        return TaskWait(
+            flux_task_id,
+            deadline=clock() + timeout,
+            schedule=PollSchedule.from_interval(poll_interval),
+            clock=clock,
+        )
+
+
+class FluxClient(_ClientBase):
+    """Blocking client: tasks (create, get, wait) and credits (balance, estimate)."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(config, rng)
+        self._sleep = sleep
+        self._clock = clock
+        self._http = httpx.Client(transport=transport, **config.httpx_options())
+
+    def __enter__(self) -> FluxClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def _send(self, request: httpx.Request, flux_task_id: str | None) -> Envelope:
+        try:
+            response = self._http.send(request, stream=True)
+            try:
+                _check_size(self.config, response.headers)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    _append_capped(self.config, body, chunk)
+            finally:
+                response.close()
+        except httpx.TransportError as exc:
+            raise _transport_error(
+                self.config, exc, f"{request.method} {request.url.path}"
+            ) from None
+        return self._answer(response, body, flux_task_id)
+
+    def _call(self, call: _Call, *, retry: bool = True) -> Envelope:
+        request = self._http.build_request(call.method, call.path, **call.options)
+        attempts = self._attempts(call.idempotent, retry)
+        while True:
+            try:
+                return self._send(request, call.flux_task_id)
+            except FluxError as error:
+                self._sleep(attempts.delay_after(error))
+
+    def create_task(
+        self, input: TaskInput, *, model: str = MODEL_NAME, callback_url: str | None = None
+    ) -> str:
+        """Validate ``input``, submit a task and return its id."""
+        return task_id_of(self._call(self._create_call(input, model, callback_url)))
+
+    def get_task(self, flux_task_id: str, *, retry: bool = True) -> TaskInfo:
+        """Fetch a task's state and result (one poll, retried on transient errors)."""
+        envelope = self._call(self._info_call(flux_task_id), retry=retry)
+        return self._task_info(envelope, flux_task_id)
+
+    def get_balance(self, *, retry: bool = True) -> float:
+        """The account's credits (free to call)."""
+        return balance_of(self._call(self._balance_call(), retry=retry))
+
+    def estimate_credits(self, input: TaskInput, *, model: str = MODEL_NAME) -> float:
+        """What a task with ``input`` would cost, in credits (creates nothing)."""
+        return estimate_of(self._call(self._estimate_call(input, model)))
+
+    def wait_for_task(
+        self,
+        flux_task_id: str,
+        *,
+        poll_interval: float | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        on_poll: OnPoll | None = None,
+    ) -> TaskInfo:
+        """Poll until the task ends and return its final info (``success`` or ``failed``).
+
+        ``poll_interval=None`` uses the adaptive schedule. Raises
+        :class:`TaskTimeoutError` after ``timeout`` seconds, or the poll error
+        once it is hopeless or too many polls failed in a row.
+        """
+        wait = self._new_wait(flux_task_id, poll_interval, timeout, self._clock)
+        return wait_blocking(
+            wait,
+            lambda: self.get_task(flux_task_id, retry=False),
+            sleep=self._sleep,
+            on_poll=on_poll,
+        )
+
+
+class AsyncFluxClient(_ClientBase):
+    """Asynchronous client: the same calls as coroutines, and the trigger's wait."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(config, rng)
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(transport=transport, **config.httpx_options())
+
+    async def __aenter__(self) -> AsyncFluxClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._http.is_closed
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._http.aclose()
+
+    async def _send(self, request: httpx.Request, flux_task_id: str | None) -> Envelope:
+        try:
+            response = await self._http.send(request, stream=True)
+            try:
+                _check_size(self.config, response.headers)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    _append_capped(self.config, body, chunk)
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            raise _transport_error(
+                self.config, exc, f"{request.method} {request.url.path}"
+            ) from None
+        return self._answer(response, body, flux_task_id)
+
+    async def _call(self, call: _Call, *, retry: bool = True) -> Envelope:
+        request = self._http.build_request(call.method, call.path, **call.options)
+        attempts = self._attempts(call.idempotent, retry)
+        while True:
+            try:
+                return await self._send(request, call.flux_task_id)
+            except FluxError as error:
+                await self._sleep(attempts.delay_after(error))
+
+    async def create_task(
+        self, input: TaskInput, *, model: str = MODEL_NAME, callback_url: str | None = None
+    ) -> str:
+        """Validate ``input``, submit a task and return its id."""
+        return task_id_of(await self._call(self._create_call(input, model, callback_url)))
+
+    async def get_task(self, flux_task_id: str, *, retry: bool = True) -> TaskInfo:
+        """Fetch a task's state and result (one poll, retried on transient errors)."""
+        envelope = await self._call(self._info_call(flux_task_id), retry=retry)
+        return self._task_info(envelope, flux_task_id)
+
+    async def get_balance(self, *, retry: bool = True) -> float:
+        """The account's credits (free to call)."""
+        return balance_of(await self._call(self._balance_call(), retry=retry))
+
+    async def estimate_credits(self, input: TaskInput, *, model: str = MODEL_NAME) -> float:
+        """What a task with ``input`` would cost, in credits (creates nothing)."""
+        return estimate_of(await self._call(self._estimate_call(input, model)))
+
+    async def wait_for_task(
+        self,
+        wait: TaskWait,
+        *,
+        on_poll: OnPoll | None = None,
+        first_delay: float = 0.0,
+    ) -> TaskInfo:
+        """Poll ``wait``'s task until it ends (the trigger's loop; see :func:`wait_async`)."""
+        call = self._info_call(wait.flux_task_id)
+        # Every poll sends the same GET: built once, as building one (URL merging and
+        # checks) costs about a tenth of a poll's CPU.
+        request = self._http.build_request(call.method, call.path, **call.options)
+
+        async def poll() -> TaskInfo:
+            envelope = await self._send(request, call.flux_task_id)
+            return self._task_info(envelope, wait.flux_task_id)
+
+        return await wait_async(
+            wait, poll, sleep=self._sleep, on_poll=on_poll, first_delay=first_delay
+        )

@@ -1,0 +1,399 @@
+"""``FluxGenerateImageOperator``: validate, submit, wait (deferred by default), deliver."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
+
+from airflow.providers.common.compat.sdk import conf
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT
+from flux_provider.api.downloads import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    ResultDownloader,
+    private_hosts_allowed,
+)
+from flux_provider.api.errors import FluxError, InvalidInputError, NotFoundError
+from flux_provider.api.formatting import bytes_text
+from flux_provider.api.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
+from flux_provider.api.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from flux_provider.hooks import FluxHook
+from flux_provider.links import FluxResultLink
+from flux_provider.operators.credit_checks import check_credit_limit, check_credits
+from flux_provider.operators.failures import fail, failing_the_task
+from flux_provider.operators.waiting import FluxWaitMixin
+from flux_provider.triggers.events import MalformedEventError, TaskEvent
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from flux_provider.lineage.openlineage import Lineage
+
+STATE_KEY = "flux_task_id"
+"""Key of the task id in ``task_state_store`` and XCom; renaming it breaks in-flight retries."""
+
+REATTACHED_KEY = "flux_reattached"
+"""XCom key of whether the try re-attached; it tells the resumed run after a deferral."""
+
+
+def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
+    """A download target as an ``ObjectStoragePath``; a plain path means the local disk."""
+    if isinstance(target, ObjectStoragePath):
+        return target
+    text = str(target).strip()
+    if not text:
+        raise InvalidInputError("download_to is empty")
+    if "://" not in text:
+        text = Path(text).expanduser().resolve().as_uri()
+    return ObjectStoragePath(text)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _noting_failure(
+    method: Callable[Concatenate[FluxGenerateImageOperator, _P], _R],
+) -> Callable[Concatenate[FluxGenerateImageOperator, _P], _R]:
+    """Keep the message of the exception that fails the try, for the lineage failure event."""
+
+    @functools.wraps(method)
+    def noting(self: FluxGenerateImageOperator, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            self.failure_message = str(error)
+            raise
+
+    return noting
+
+
+class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
+    """Generate an image with FLUX.2 [max]: validate, submit, wait, return the result.
+
+    The input is validated with :class:`~flux_provider.api.models.Flux2MaxInput`
+    before any HTTP call. The submitted task id is pushed to XCom
+    (``flux_task_id``) and saved in ``task_state_store`` the moment it exists,
+    so a retry of this task instance re-attaches to a task that is still
+    running or already succeeded instead of paying for a new one.
+
+    :param prompt: the text prompt (templated).
+    :param input_urls: reference images for edits, up to 8 http(s) URLs or
+        ``data:image/...;base64,`` URIs (templated); sent as Crun's ``img_urls``.
+    :param aspect_ratio: e.g. ``"1:1"``, ``"16:9"``, ``"auto"``.
+    :param resolution: ``"1K"`` or ``"2K"``.
+    :param seed: integer seed for reproducibility.
+    :param extra_input: more ``input`` fields passed through untouched (templated).
+    :param model: the API model name; only ``"flux-2-max"``.
+    :param callback_url: URL the API POSTs to when the task ends (templated).
+    :param flux_conn_id: the Airflow connection (type ``flux``).
+    :param deferrable: poll in the triggerer (default ``[operators] default_deferrable``).
+    :param wait_for_completion: ``False`` submits and returns the id at once.
+    :param poll_interval: fixed seconds between polls; ``None`` = adaptive (2 s growing to 5 s).
+    :param timeout: seconds to wait for the task before failing (retryable).
+    :param max_consecutive_errors: transient poll failures in a row absorbed before failing.
+    :param reattach: re-attach to the previous try's task instead of submitting again.
+    :param download_to: folder to copy the images into (templated): a path or URL string
+        (``/data/images``, ``s3://bucket/prefix``…) or an ``ObjectStoragePath``.
+    :param max_download_bytes: per-image size cap for ``download_to``.
+    :param min_balance: fail without submitting (and without retry) when the account has
+        fewer credits than this; ``None`` (default) skips the check.
+    :param max_credits: fail without submitting (and without retry) when the API estimates
+        the task above this many credits; ``None`` (default) skips the check.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "input_urls",
+        "extra_input",
+        "callback_url",
+        "download_to",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"extra_input": "json"}
+    operator_extra_links = (FluxResultLink(),)
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        input_urls: list[str] | None = None,
+        aspect_ratio: str | None = None,
+        resolution: str | None = None,
+        seed: int | None = None,
+        extra_input: dict[str, Any] | None = None,
+        model: str = MODEL_NAME,
+        callback_url: str | None = None,
+        flux_conn_id: str = FluxHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        wait_for_completion: bool = True,
+        poll_interval: float | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        reattach: bool = True,
+        download_to: str | ObjectStoragePath | None = None,
+        max_download_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        min_balance: float | None = None,
+        max_credits: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if model != MODEL_NAME:
+            raise ValueError(f"model must be {MODEL_NAME!r}, got {model!r}")
+        self.keep_wait_settings(
+            flux_conn_id, deferrable, poll_interval, timeout, max_consecutive_errors
+        )
+        check_credit_limit("min_balance", min_balance)
+        check_credit_limit("max_credits", max_credits)
+        # Fields that are not templated can be checked now, when the DAG is parsed.
+        static = {"aspect_ratio": aspect_ratio, "resolution": resolution, "seed": seed}
+        try:
+            validate_input({"prompt": "-", **{k: v for k, v in static.items() if v is not None}})
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+        if max_download_bytes <= 0:
+            raise ValueError(f"max_download_bytes must be > 0, got {max_download_bytes}")
+        self.prompt = prompt
+        self.input_urls = input_urls
+        self.aspect_ratio = aspect_ratio
+        self.resolution = resolution
+        self.seed = seed
+        self.extra_input = extra_input
+        self.model = model
+        self.callback_url = callback_url
+        self.wait_for_completion = wait_for_completion
+        self.reattach = reattach
+        self.download_to = download_to
+        self.max_download_bytes = max_download_bytes
+        self.min_balance = min_balance
+        self.max_credits = max_credits
+        self.reattached = False
+        """Whether this try re-attached to an earlier try's task instead of submitting."""
+        self.flux_task_id: str | None = None
+        """The API's task id once this try has submitted or re-attached to one."""
+        self.failure_message: str | None = None
+        """Why this try failed, for the lineage failure event."""
+
+    def build_input(self) -> Flux2MaxInput:
+        """The validated ``input`` object (after templates were rendered)."""
+        if self.extra_input is not None and not isinstance(self.extra_input, Mapping):
+            raise InvalidInputError(
+                f"extra_input must be a mapping, got {type(self.extra_input).__name__}"
+            )
+        data: dict[str, Any] = dict(self.extra_input or {})
+        named = {
+            "prompt": self.prompt,
+            "input_urls": self.input_urls,
+            "aspect_ratio": self.aspect_ratio,
+            "resolution": self.resolution,
+            "seed": self.seed,
+        }
+        data.update({k: v for k, v in named.items() if v is not None})
+        return validate_input(data)
+
+    @_noting_failure
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Submit (or re-attach), then wait according to the operator's mode."""
+        try:
+            flux_input = self.build_input()
+        except InvalidInputError as exc:
+            fail(exc, self.log)
+        self.check_connection()
+        store = self._state_store(context)
+        previous = self._reusable_task(store)
+        if previous is not None:
+            flux_task_id, info = previous
+            self.reattached = True
+            self._share_id(context, flux_task_id)
+            if not self.wait_for_completion:
+                state = info.state.value if info is not None else TaskState.UNKNOWN.value
+                return {"flux_task_id": flux_task_id, "state": state}
+            return self.wait_for_result(context, flux_task_id, info)
+        with failing_the_task(self.log):
+            check_credits(
+                self.hook,
+                flux_input,
+                model=self.model,
+                min_balance=self.min_balance,
+                max_credits=self.max_credits,
+                log=self.log,
+            )
+            flux_task_id = self.hook.create_task(
+                flux_input, model=self.model, callback_url=self.callback_url
+            )
+        if store is not None:
+            store.set(STATE_KEY, flux_task_id)
+        self.log.info("Submitted flux task %s", flux_task_id)
+        self._share_id(context, flux_task_id)
+        if not self.wait_for_completion:
+            return {"flux_task_id": flux_task_id, "state": "submitted"}
+        return self.wait_for_result(context, flux_task_id)
+
+    @_noting_failure
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired (see :meth:`FluxWaitMixin.execute_complete`).
+
+        This runs on a new operator instance, which first learns what its lineage
+        events need: the task id (from the event) and whether the try re-attached
+        (from this try's XCom).
+        """
+        with contextlib.suppress(MalformedEventError):  # the mixin fails the task with the reason
+            self.flux_task_id = TaskEvent.parse(event).flux_task_id
+        self.reattached = self._pulled_reattached(context)
+        return super().execute_complete(context, event)
+
+    def get_openlineage_facets_on_start(self) -> Lineage | None:
+        """OpenLineage at the start: the reference images and what is asked for.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        return self._lineage(started=True)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
+        """OpenLineage of a successful try: reference images in, images out, the run's facets.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        return self._lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage | None:
+        """OpenLineage of a failed try: as on completion, with the error message.
+
+        ``None`` when ``apache-airflow-providers-openlineage`` is not installed.
+        """
+        return self._lineage(failure_message=self.failure_message)
+
+    def _lineage(
+        self, *, started: bool = False, failure_message: str | None = None
+    ) -> Lineage | None:
+        try:
+            from flux_provider.lineage import openlineage as lineage
+        except ImportError:
+            return None
+        try:
+            request: Flux2MaxInput | None = self.build_input()
+        except InvalidInputError:
+            request = None
+        return lineage.generation_lineage(
+            request=request,
+            model=self.model,
+            flux_task_id=self.flux_task_id,
+            api_base_url=lineage.built_api_base_url(self),
+            result=self.flux_result,
+            reattached=None if started else self.reattached,
+            failure_message=failure_message,
+        )
+
+    def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Record what was asked for, copy the images to ``download_to``, describe them on the
+        outlets' asset events, and forget the recorded task (clearing this task later
+        generates anew)."""
+        result["input"] = self.build_input().summary()
+        if self.download_to is not None:
+            result["stored"] = self._download(result)
+        extra = {
+            key: result[key]
+            for key in ("flux_task_id", "result_urls", "credits", "completed_at", "duration_s")
+        }
+        extra["stored"] = [s["location"] for s in result.get("stored", [])]
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra.update(extra)
+        store = self._state_store(context, warn=False)
+        if store is not None:
+            store.delete(STATE_KEY)
+        return result
+
+    def _state_store(self, context: Context, *, warn: bool = True) -> Any:
+        """The task instance's state store when re-attaching is on and Airflow has one."""
+        if not self.reattach:
+            return None
+        store = context.get("task_state_store")
+        if store is None and warn:
+            self.log.warning("task_state_store is unavailable: a retry will submit a new task")
+        return store
+
+    def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
+        downloader = ResultDownloader(
+            max_bytes=self.max_download_bytes,
+            # Result links may point inside the network only when the API itself lives there.
+            allow_private_hosts=private_hosts_allowed(self.hook.client.config.base_url),
+        )
+        try:
+            with failing_the_task(self.log):
+                folder = storage_path(self.download_to)  # type: ignore[arg-type]
+                stored = downloader.download_all(
+                    result["result_urls"], folder, result["flux_task_id"]
+                )
+        finally:
+            downloader.close()
+        for image in stored:
+            self.log.info(
+                "Stored %s (%s, sha256 %s)", image.location, bytes_text(image.bytes), image.sha256
+            )
+        return [image.as_dict() for image in stored]
+
+    def _share_id(self, context: Context, flux_task_id: str) -> None:
+        self.flux_task_id = flux_task_id
+        context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)
+        context["ti"].xcom_push(key=REATTACHED_KEY, value=self.reattached)
+
+    def _pulled_reattached(self, context: Context) -> bool:
+        """Whether this try re-attached, as its first run recorded before deferring."""
+        ti = context["ti"]
+        try:
+            pulled = ti.xcom_pull(
+                task_ids=self.task_id, key=REATTACHED_KEY, map_indexes=ti.map_index
+            )
+        except Exception as error:
+            # Only lineage reads it: never fail the task over it.
+            self.log.warning(
+                "Could not read XCom %s (%s): assuming no re-attach", REATTACHED_KEY, error
+            )
+            return False
+        return pulled is True
+
+    def _reusable_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
+        """The earlier try's task if it may be reused, with its info when known.
+
+        Reused when it is still running or succeeded with images, and also when
+        its state cannot be read right now (a transient error): re-attaching
+        costs nothing, while submitting again could pay twice. ``None`` means
+        submit.
+        """
+        if store is None:
+            return None
+        flux_task_id = store.get(STATE_KEY)
+        if not isinstance(flux_task_id, str):
+            return None
+        info = self.look_up(flux_task_id, retry=True)
+        if isinstance(info, NotFoundError):
+            self.log.warning("Previous flux task %s is unknown: submitting anew", flux_task_id)
+            return None
+        if isinstance(info, FluxError):
+            self.log.warning(
+                "Previous flux task %s cannot be checked (%s): re-attaching", flux_task_id, info
+            )
+            return flux_task_id, None
+        failure = info.failure()
+        if failure is not None:
+            self.log.warning(
+                "Previous flux task %s gave no image (%s): submitting anew", flux_task_id, failure
+            )
+            return None
+        if info.state is TaskState.SUCCESS:
+            self.log.info(
+                "Previous flux task %s succeeded: reusing it, not submitting", flux_task_id
+            )
+        else:
+            self.log.info(
+                "Re-attaching to previous flux task %s (%s): not submitting",
+                flux_task_id,
+                info.raw_state,
+            )
+        return flux_task_id, info

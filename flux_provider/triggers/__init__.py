@@ -1,0 +1,10 @@
+"""Triggers: :class:`FluxTaskTrigger` polls one FLUX task in the triggerer.
+
+:mod:`~flux_provider.triggers.events` is the format of what a trigger sends back to its task.
+"""
+
+from __future__ import annotations
+
+from flux_provider.triggers.task import FluxTaskTrigger
+
+__all__ = ["FluxTaskTrigger"]
