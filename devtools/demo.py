@@ -22,6 +22,7 @@ from urllib.parse import quote
 from devtools.dags import load_dag
 from flux_provider.api.config import DEFAULT_BASE_URL
 from flux_provider.api.formatting import bytes_text
+from flux_provider.api.results import GenerationResult
 from flux_provider.testing import FakeFluxServer
 
 DAG_ID = "flux_text_to_image"
@@ -91,17 +92,20 @@ def main() -> int:
         _prepare_airflow(demo_home(root), dags, connection)
         run = load_dag(DAG_ID, dags).test(run_conf={"output_dir": str(output)})
         (ti,) = run.get_task_instances()
-        result = ti.xcom_pull(task_ids=ti.task_id) or {}
+        value = ti.xcom_pull(task_ids=ti.task_id)
     print()
     print(f"flux demo: DAG run {run.run_id} ended {run.state}; task {ti.task_id} {ti.state}")
-    print(f"flux demo: flux task {result.get('flux_task_id')} -> {result.get('state')}")
-    for stored in result.get("stored", []):
-        print(f"flux demo: wrote {stored['location']} ({bytes_text(stored['bytes'])})")
+    if value is None:
+        return 1
+    result = GenerationResult.from_xcom(value)
+    print(f"flux demo: flux task {result.flux_task_id} -> {result.task.state.value}")
+    for stored in result.stored or ():
+        print(f"flux demo: wrote {stored.location} ({bytes_text(stored.bytes)})")
     print(
         "flux demo: to see it in Airflow's UI, run `make demo-ui` and open "
         f"{tab_url(DAG_ID, run.run_id, ti.task_id)}"
     )
-    return 0 if run.state == "success" and result.get("stored") else 1
+    return 0 if run.state == "success" and result.stored else 1
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ from flux_provider.api.models import (
     Flux2MaxInput,
     TaskInfo,
     check_http_url,
+    check_model,
     validate_input,
 )
-from flux_provider.api.polling import OnPoll, PollSchedule, TaskWait, wait_async, wait_blocking
+from flux_provider.api.polling import OnPoll, TaskWait, WaitSettings, wait_async, wait_blocking
 from flux_provider.api.retry import NO_RETRY, Attempts
 from flux_provider.api.wire import (
     Envelope,
@@ -86,8 +87,7 @@ def _transport_error(config: ClientConfig, exc: httpx.TransportError, what: str)
 def _body_for(input: TaskInput, model: str, callback_url: str | None) -> dict[str, Any]:
     """The validated request body (raises :class:`InvalidInputError` before anything is sent)."""
     checked = validate_input(dict(input) if isinstance(input, Mapping) else input)
-    if model != MODEL_NAME:
-        raise InvalidInputError(f"model must be {MODEL_NAME!r}, got {model!r}")
+    check_model(model)
     if callback_url is not None:
         try:
             check_http_url(callback_url, "callback_url")
@@ -162,15 +162,8 @@ class _ClientBase:
         timeout: float,
         clock: Callable[[], float],
     ) -> TaskWait:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        if poll_interval is not None and poll_interval <= 0:
-            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
-        return TaskWait(
-            flux_task_id,
-            deadline=clock() + timeout,
-            schedule=PollSchedule.from_interval(poll_interval),
-            clock=clock,
+        return WaitSettings(poll_interval=poll_interval, timeout=timeout).start(
+            flux_task_id, clock=clock
         )
 
 

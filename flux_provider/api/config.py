@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from flux_provider import DISTRIBUTION, __version__
 from flux_provider.api.retry import RetryPolicy
 
 DEFAULT_BASE_URL = "https://api.crun.ai"
@@ -34,7 +35,8 @@ MAX_RESPONSE_BYTES = 1 << 20
 MAX_CONNECTIONS = 64
 """Connections one client may hold open at once (a shared trigger client queues beyond this)."""
 
-USER_AGENT = "airflow-provider-flux/0.1"
+USER_AGENT = f"{DISTRIBUTION}/{__version__}"
+"""Sent with every API call: the distribution and its version, as a package index names them."""
 
 PATH_FIELDS = ("create_path", "info_path", "balance_path", "estimate_path")
 """The endpoint paths a connection may override (for proxies and gateways)."""
@@ -45,8 +47,9 @@ def shared_ssl_context() -> ssl.SSLContext:
     """One verifying TLS context per process, shared by every client.
 
     Building one loads the CA bundle (~35 ms): too long to repeat per client,
-    and far too long to do on a triggerer's event loop (async callers get it
-    with ``await asyncio.to_thread(shared_ssl_context)``).
+    and far too long to do on a triggerer's event loop (async callers build it in a
+    worker thread first: ``flux_provider.hooks.event_loop.async_io_ready`` runs it through
+    ``loop.run_in_executor``).
     """
     return httpx.create_ssl_context()
 

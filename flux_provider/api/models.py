@@ -182,6 +182,14 @@ def validate_input(data: Any) -> Flux2MaxInput:
         ) from None
 
 
+def check_model(model: str) -> str:
+    """Return ``model`` if this provider submits it (only :data:`MODEL_NAME`), else raise
+    :class:`InvalidInputError` (a ``ValueError``: a DAG that names another fails to parse)."""
+    if model != MODEL_NAME:
+        raise InvalidInputError(f"model must be {MODEL_NAME!r}, got {model!r}")
+    return model
+
+
 def check_task_id(value: str) -> str:
     """Return ``value`` if it is a usable task id, else raise ``ValueError``."""
     if not FLUX_TASK_ID_PATTERN.match(value):

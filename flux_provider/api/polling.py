@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.api.errors import FluxError, NotFoundError, RateLimitedError, TaskTimeoutError
 from flux_provider.api.formatting import count_text, seconds_text
 from flux_provider.api.models import TaskInfo, TaskState
@@ -67,6 +68,62 @@ class PollSchedule:
         except OverflowError:  # thousands of polls into a long wait: long past the cap
             return self.maximum
         return min(self.maximum, self.initial * growth)
+
+
+@dataclass(frozen=True)
+class WaitSettings:
+    """How often to poll a task, for how long, and how many failed polls in a row to absorb.
+
+    The one place these settings are checked (an operator's or a sensor's when its DAG is
+    parsed, a client's when it is called), and the one place a wait and its deadline begin
+    (:meth:`start`).
+    """
+
+    poll_interval: float | None = None
+    """Fixed seconds between polls; ``None`` = the adaptive :class:`PollSchedule`."""
+    timeout: float = DEFAULT_WAIT_TIMEOUT
+    """Seconds from the start of the wait to its deadline."""
+    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
+    """Transient poll failures in a row absorbed before the wait fails."""
+
+    def __post_init__(self) -> None:
+        if self.poll_interval is not None and not (
+            self.poll_interval > 0 and math.isfinite(self.poll_interval)
+        ):
+            raise ValueError(
+                "poll_interval must be > 0 seconds (or None for adaptive), "
+                f"got {self.poll_interval}"
+            )
+        if not (self.timeout > 0 and not math.isnan(self.timeout)):
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.max_consecutive_errors < 0:
+            raise ValueError(
+                f"max_consecutive_errors must be >= 0, got {self.max_consecutive_errors}"
+            )
+
+    @property
+    def schedule(self) -> PollSchedule:
+        """The polling schedule these settings describe."""
+        return PollSchedule.from_interval(self.poll_interval)
+
+    def start(
+        self,
+        flux_task_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        deadline: float | None = None,
+        deadline_name: str = "timeout",
+    ) -> TaskWait:
+        """A new wait for ``flux_task_id``; its deadline is ``timeout`` from now unless given
+        (an absolute ``clock()`` time, named ``deadline_name`` when it passes)."""
+        return TaskWait(
+            flux_task_id,
+            deadline=clock() + self.timeout if deadline is None else deadline,
+            deadline_name=deadline_name,
+            schedule=self.schedule,
+            max_consecutive_errors=self.max_consecutive_errors,
+            clock=clock,
+        )
 
 
 @dataclass

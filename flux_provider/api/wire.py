@@ -376,7 +376,7 @@ def task_info_from_callback(payload: Any, *, secret: str = "") -> TaskInfo:
     return task_info_of(scrub(payload, secret) if secret else payload, secret=secret)
 
 
-def _figure(envelope: Envelope, keys: tuple[str, ...], what: str, *, signed: bool) -> float:
+def _number_under(envelope: Envelope, keys: tuple[str, ...], what: str, *, signed: bool) -> float:
     data = envelope.data
     candidates = [data] if not isinstance(data, dict) else [data.get(key) for key in keys]
     for candidate in candidates:
@@ -389,11 +389,11 @@ def _figure(envelope: Envelope, keys: tuple[str, ...], what: str, *, signed: boo
 
 def balance_of(envelope: Envelope) -> float:
     """The account's credits from a balance answer (``data.balance``; may be negative)."""
-    return _figure(envelope, ("balance", "credits"), "balance", signed=True)
+    return _number_under(envelope, ("balance", "credits"), "balance", signed=True)
 
 
 def estimate_of(envelope: Envelope) -> float:
     """The credits a task would cost from an ``estimate-credits`` answer (``data.credits``)."""
-    return _figure(
+    return _number_under(
         envelope, ("credits", "estimated_credits", "cost"), "estimate-credits", signed=False
     )

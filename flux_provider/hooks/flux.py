@@ -1,21 +1,17 @@
-"""``FluxHook``: an Airflow Connection turned into a configured API client.
+"""``FluxHook``: an Airflow Connection turned into the configured API client, the one door to it.
 
-The connection (type ``flux``) holds the API key as its password and the API
-base URL as its host (empty means ``https://api.crun.ai``); optional extras
-name the auth header, the endpoint paths, the request timeout and the
-plain-http opt-in. Worker code uses the sync client; trigger code uses the
-async one, whose connection is read with ``get_async_connection`` so the
-triggerer's event loop is never blocked.
+Everything above the API layer (operators, the sensor, triggers, the credit checks) calls the
+API through this hook. Worker code uses the sync client; trigger code uses the async one, whose
+connection is read with ``get_async_connection`` so the triggerer's event loop is never blocked
+(:mod:`~flux_provider.hooks.event_loop`); :mod:`~flux_provider.hooks.connection` reads the
+connection's fields.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -23,148 +19,26 @@ from airflow.sdk.log import mask_secret
 
 from flux_provider import get_provider_info
 from flux_provider.api.client import AsyncFluxClient, FluxClient, TaskInput
-from flux_provider.api.config import (
-    DEFAULT_AUTH_HEADER,
-    DEFAULT_BASE_URL,
-    DEFAULT_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
-    PATH_FIELDS,
-    ClientConfig,
-    is_loopback_host,
-    shared_ssl_context,
+from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT, ClientConfig
+from flux_provider.api.downloads import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    ResultDownloader,
+    StorageTarget,
+    StoredImage,
+    private_hosts_allowed,
 )
-from flux_provider.api.errors import ConnectionConfigError, FluxError
+from flux_provider.api.errors import FluxError
 from flux_provider.api.formatting import credits_text
 from flux_provider.api.models import MODEL_NAME, TaskInfo
+from flux_provider.api.polling import OnPoll
 from flux_provider.api.pool import shared_clients
+from flux_provider.hooks.connection import build_config
+from flux_provider.hooks.event_loop import async_io_ready, shared_config_read
 from flux_provider.hooks.version_compat import (
     connection_form_widgets,
     get_async_connection,
     get_async_extra_dejson,
 )
-
-_LAZY_MODULES = (
-    "anyio._backends._asyncio",
-    "asgiref.sync",
-    "airflow.sdk.execution_time.cache",
-    "airflow.sdk.execution_time.supervisor",
-)
-_warm_ups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]] = (
-    weakref.WeakKeyDictionary()
-)
-_config_reads: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[type, str], asyncio.Task[ClientConfig]]
-] = weakref.WeakKeyDictionary()
-
-
-def _prepare_async_io() -> None:
-    """The slow first-use work of async I/O: the TLS context and lazily imported modules.
-
-    The modules are private to Airflow and anyio: one that a release renames or
-    removes is skipped (the warm-up only saves time, nothing depends on it).
-    """
-    shared_ssl_context()
-    for module in _LAZY_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
-
-
-async def async_io_ready() -> None:
-    """Run :func:`_prepare_async_io` once per event loop, in a worker thread.
-
-    Done on the loop, it would block it for ~100 ms (TLS context ~35 ms,
-    imports ~70 ms), stalling every trigger in the triggerer. Concurrent
-    callers share one thread instead of each starting its own.
-    """
-    loop = asyncio.get_running_loop()
-    ready = _warm_ups.get(loop)
-    if ready is None:
-        ready = _warm_ups[loop] = loop.run_in_executor(None, _prepare_async_io)
-    # Shielded: a cancelled caller (a trigger the triggerer removes) must not cancel the
-    # warm-up the other callers, and every later one on this loop, wait for.
-    await asyncio.shield(ready)
-
-
-async def _read_config(hook: FluxHook) -> ClientConfig:
-    """``hook.aget_config()``, one read shared by the calls for the same connection it overlaps.
-
-    Triggers that start together would each read the connection (about a millisecond of CPU
-    in Airflow's secrets lookup); those that ask while a read is under way take its answer,
-    which is no older than their own read would be. Nothing is kept once the read ends.
-    """
-    loop = asyncio.get_running_loop()
-    reads = _config_reads.setdefault(loop, {})
-    key = (type(hook), hook.flux_conn_id)
-    read = reads.get(key)
-    if read is None:
-        read = reads[key] = loop.create_task(hook.aget_config())
-        read.add_done_callback(partial(_read_done, reads, key))
-    # Shielded: one caller's cancellation must not cancel the read the others wait for.
-    return await asyncio.shield(read)
-
-
-def _read_done(
-    reads: dict[tuple[type, str], asyncio.Task[ClientConfig]],
-    key: tuple[type, str],
-    read: asyncio.Task[ClientConfig],
-) -> None:
-    if reads.get(key) is read:
-        del reads[key]
-    if not read.cancelled():
-        read.exception()  # retrieved: a read whose callers all went away is no error
-
-
-def _extra(extras: Mapping[str, Any], name: str) -> Any:
-    """An extra by plain name, or by the ``extra__flux__`` prefix older UIs write."""
-    value = extras.get(name)
-    if value in (None, ""):
-        value = extras.get(f"extra__flux__{name}")
-    return None if value == "" else value
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _base_url(host: str | None, port: int | None) -> str:
-    """The connection's host as a base URL: a full URL as is, a bare host name as https."""
-    if not host:
-        return DEFAULT_BASE_URL
-    host = host.strip().rstrip("/")
-    if "://" in host:
-        return host
-    scheme = "http" if is_loopback_host(host) else "https"
-    return f"{scheme}://{host}" + (f":{port}" if port else "")
-
-
-def build_config(
-    *, password: str | None, host: str | None, port: int | None, extras: Mapping[str, Any]
-) -> ClientConfig:
-    """The client configuration described by a connection's fields."""
-    timeout = _extra(extras, "timeout")
-    try:
-        seconds = float(timeout) if timeout is not None else DEFAULT_TIMEOUT
-    except (TypeError, ValueError):
-        raise ConnectionConfigError(
-            f"the flux connection is misconfigured: the timeout extra must be a number of "
-            f"seconds, got {timeout!r}"
-        ) from None
-    paths = {name: _extra(extras, name) for name in PATH_FIELDS}
-    try:
-        return ClientConfig(
-            api_key=password or "",
-            base_url=_base_url(host, port),
-            auth_header=_extra(extras, "header_name") or DEFAULT_AUTH_HEADER,
-            timeout=seconds,
-            allow_insecure_http=_as_bool(_extra(extras, "allow_insecure_http")),
-            **{name: path for name, path in paths.items() if path},
-        )
-    except ValueError as exc:
-        raise ConnectionConfigError(f"the flux connection is misconfigured: {exc}") from None
 
 
 class FluxHook(BaseHook):
@@ -219,6 +93,19 @@ class FluxHook(BaseHook):
         """The sync client, built once per hook and reused for every call."""
         return FluxClient(self.get_config())
 
+    @property
+    def config(self) -> ClientConfig:
+        """Where and how the sync client reaches the API (reads the connection once)."""
+        return self.client.config
+
+    def built_base_url(self) -> str | None:
+        """The API base URL if this hook has already read its connection, else ``None``.
+
+        For code that must not read the connection now (lineage, after the task ended).
+        """
+        built = self.__dict__.get("client")
+        return built.config.base_url if isinstance(built, FluxClient) else None
+
     def get_conn(self) -> FluxClient:
         """The sync client (Airflow's usual hook accessor)."""
         return self.client
@@ -235,7 +122,8 @@ class FluxHook(BaseHook):
         its own.
         """
         await async_io_ready()
-        async with shared_clients.lease(await _read_config(self)) as client:
+        config = await shared_config_read((type(self), self.flux_conn_id), self.aget_config)
+        async with shared_clients.lease(config) as client:
             yield client
 
     def close(self) -> None:
@@ -250,9 +138,9 @@ class FluxHook(BaseHook):
         """Submit a task and return the API's task id."""
         return self.client.create_task(input, model=model, callback_url=callback_url)
 
-    def get_task(self, flux_task_id: str) -> TaskInfo:
-        """One poll of a task."""
-        return self.client.get_task(flux_task_id)
+    def get_task(self, flux_task_id: str, *, retry: bool = True) -> TaskInfo:
+        """One poll of a task (``retry=False``: one request, transient errors raised)."""
+        return self.client.get_task(flux_task_id, retry=retry)
 
     def wait_for_task(
         self,
@@ -260,9 +148,35 @@ class FluxHook(BaseHook):
         *,
         poll_interval: float | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
+        on_poll: OnPoll | None = None,
     ) -> TaskInfo:
-        """Block until the task ends (non-deferrable mode); returns its final info."""
-        return self.client.wait_for_task(flux_task_id, poll_interval=poll_interval, timeout=timeout)
+        """Block until the task ends (non-deferrable mode); returns its final info.
+
+        ``on_poll`` is called after each poll that did not end the wait (to log progress).
+        """
+        return self.client.wait_for_task(
+            flux_task_id, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll
+        )
+
+    def download_results(
+        self,
+        urls: Sequence[str],
+        folder: StorageTarget,
+        flux_task_id: str,
+        *,
+        max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ) -> list[StoredImage]:
+        """Copy a task's result images into ``folder`` (see :mod:`flux_provider.api.downloads`).
+
+        Result links may point inside the network only when the API itself lives there.
+        """
+        downloader = ResultDownloader(
+            max_bytes=max_bytes, allow_private_hosts=private_hosts_allowed(self.config.base_url)
+        )
+        try:
+            return downloader.download_all(urls, folder, flux_task_id)
+        finally:
+            downloader.close()
 
     def get_balance(self) -> float:
         """The account's credits (free to call)."""

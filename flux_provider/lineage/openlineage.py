@@ -20,7 +20,6 @@ operator and the sensor, so the provider needs
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,7 +35,9 @@ from openlineage.client.facet_v2 import (
     output_statistics_output_dataset,
 )
 
+from flux_provider.api.downloads import StoredImage
 from flux_provider.api.models import Flux2MaxInput, TaskInfo
+from flux_provider.api.results import GenerationResult
 
 Lineage = OperatorLineage[Dataset, RunFacet]
 """What the ``get_openlineage_facets_on_*`` methods return."""
@@ -144,38 +145,29 @@ def _inputs(request: Flux2MaxInput | None) -> list[Dataset]:
     return datasets
 
 
-def _outputs(result: Mapping[str, Any] | None) -> list[Dataset]:
+def _stored_output(image: StoredImage) -> Dataset | None:
+    named = dataset_name(image.location)
+    if named is None:
+        return None
+    statistics = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+        size=image.bytes, fileCount=1
+    )
+    return OutputDataset(
+        namespace=named[0],
+        name=named[1],
+        facets={IMAGE_FACET: FluxImageDatasetFacet(image.sha256, image.content_type)},
+        outputFacets={"outputStatistics": statistics},
+    )
+
+
+def _outputs(result: GenerationResult | None) -> list[Dataset]:
+    """The stored copies; without any, the result URLs."""
     if result is None:
         return []
-    stored: Sequence[Mapping[str, Any]] = result.get("stored") or []
-    datasets: list[Dataset] = []
-    for image in stored:
-        named = dataset_name(str(image["location"]))
-        if named is None:
-            continue
-        facets: dict[str, Any] = {
-            "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                size=int(image["bytes"]), fileCount=1
-            )
-        }
-        image_facet = FluxImageDatasetFacet(
-            sha256=str(image["sha256"]), contentType=image.get("content_type")
-        )
-        datasets.append(
-            OutputDataset(
-                namespace=named[0],
-                name=named[1],
-                facets={IMAGE_FACET: image_facet},
-                outputFacets=facets,
-            )
-        )
-    if stored:
-        return datasets
-    for url in result.get("result_urls") or []:
-        named = dataset_name(str(url))
-        if named is not None:
-            datasets.append(OutputDataset(namespace=named[0], name=named[1]))
-    return datasets
+    if result.stored:
+        return [d for d in map(_stored_output, result.stored) if d is not None]
+    named = [dataset_name(url) for url in result.result_urls]
+    return [OutputDataset(namespace=n[0], name=n[1]) for n in named if n is not None]
 
 
 def _generation_facet(
@@ -215,7 +207,7 @@ def generation_lineage(
     model: str | None = None,
     flux_task_id: str | None = None,
     api_base_url: str | None = None,
-    result: Mapping[str, Any] | None = None,
+    result: GenerationResult | None = None,
     reattached: bool | None = None,
     failure_message: str | None = None,
 ) -> Lineage:
@@ -225,11 +217,11 @@ def generation_lineage(
     :param model: the API model name.
     :param flux_task_id: the API's task id, once submitted or re-attached.
     :param api_base_url: where the API was reached (the external query's source).
-    :param result: the delivered result dict (``TaskInfo`` summary plus ``stored``).
+    :param result: the delivered result.
     :param reattached: whether the try re-attached instead of submitting.
     :param failure_message: why the try failed (``errorMessage``).
     """
-    task = TaskInfo.model_validate(result) if result is not None else None
+    task = result.task if result is not None else None
     run_facets: dict[str, RunFacet] = {}
     generation = _generation_facet(request, model, task, reattached)
     if generation is not None:
@@ -247,14 +239,12 @@ def generation_lineage(
 
 
 def built_api_base_url(operator: object) -> str | None:
-    """The API base URL of the operator's client if this process already built it.
+    """The API base URL of the operator's hook if this process already read its connection.
 
     Never reads the connection: lineage runs after the task, possibly in a
     forked process, and must not ask Airflow for anything.
     """
-    # ``hook`` and ``client`` are cached properties: built ones sit in the instance dicts.
+    # ``hook`` is a cached property: a built one sits in the instance's dict.
     hook = vars(operator).get("hook")
-    client = vars(hook).get("client") if hook is not None else None
-    config = getattr(client, "config", None)
-    base_url = getattr(config, "base_url", None)
-    return base_url if isinstance(base_url, str) else None
+    built_base_url = getattr(hook, "built_base_url", None)
+    return built_base_url() if callable(built_base_url) else None

@@ -56,7 +56,7 @@ def check_credits(
         try:
             cost = hook.estimate_credits(flux_input, model=model)
         except NotFoundError as error:
-            config = hook.client.config
+            config = hook.config
             raise CreditLimitError(
                 f"max_credits={credits_text(max_credits)} is set, but {config.base_url} has no "
                 f"estimate-credits endpoint at {config.estimate_path} (404): the cost cannot "

@@ -7,10 +7,11 @@ retries that cannot help. The task log says which, and why.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
@@ -37,3 +38,31 @@ def failing_the_task(log: logging.Logger | Any) -> Iterator[None]:
         yield
     except FluxError as error:
         fail(error, log)
+
+
+class RemembersFailure(Protocol):
+    """An operator that keeps why its try failed (its lineage failure event reports it)."""
+
+    failure_message: str | None
+
+
+_Task = TypeVar("_Task", bound=RemembersFailure)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def keeps_failure_message(
+    method: Callable[Concatenate[_Task, _P], _R],
+) -> Callable[Concatenate[_Task, _P], _R]:
+    """Decorate ``execute``-like methods: the message of the exception that fails the try is
+    kept in ``failure_message`` before it propagates."""
+
+    @functools.wraps(method)
+    def keeping(self: _Task, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            self.failure_message = str(error)
+            raise
+
+    return keeping

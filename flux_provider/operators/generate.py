@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT
-from flux_provider.api.downloads import (
-    DEFAULT_MAX_IMAGE_BYTES,
-    ResultDownloader,
-    private_hosts_allowed,
-)
+from flux_provider.api.downloads import DEFAULT_MAX_IMAGE_BYTES, StoredImage
 from flux_provider.api.errors import FluxError, InvalidInputError, NotFoundError
 from flux_provider.api.formatting import bytes_text
-from flux_provider.api.models import MODEL_NAME, Flux2MaxInput, TaskInfo, TaskState, validate_input
-from flux_provider.api.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from flux_provider.api.models import (
+    MODEL_NAME,
+    Flux2MaxInput,
+    TaskInfo,
+    TaskState,
+    check_model,
+    validate_input,
+)
+from flux_provider.api.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, WaitSettings
+from flux_provider.api.results import GenerationResult
 from flux_provider.hooks import FluxHook
 from flux_provider.links import FluxResultLink
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
-from flux_provider.operators.failures import fail, failing_the_task
+from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
+from flux_provider.operators.storage import state_store, storage_path
 from flux_provider.operators.waiting import FluxWaitMixin
 from flux_provider.triggers.events import MalformedEventError, TaskEvent
 
@@ -38,38 +41,6 @@ STATE_KEY = "flux_task_id"
 
 REATTACHED_KEY = "flux_reattached"
 """XCom key of whether the try re-attached; it tells the resumed run after a deferral."""
-
-
-def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
-    """A download target as an ``ObjectStoragePath``; a plain path means the local disk."""
-    if isinstance(target, ObjectStoragePath):
-        return target
-    text = str(target).strip()
-    if not text:
-        raise InvalidInputError("download_to is empty")
-    if "://" not in text:
-        text = Path(text).expanduser().resolve().as_uri()
-    return ObjectStoragePath(text)
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _noting_failure(
-    method: Callable[Concatenate[FluxGenerateImageOperator, _P], _R],
-) -> Callable[Concatenate[FluxGenerateImageOperator, _P], _R]:
-    """Keep the message of the exception that fails the try, for the lineage failure event."""
-
-    @functools.wraps(method)
-    def noting(self: FluxGenerateImageOperator, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as error:
-            self.failure_message = str(error)
-            raise
-
-    return noting
 
 
 class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
@@ -142,11 +113,13 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if model != MODEL_NAME:
-            raise ValueError(f"model must be {MODEL_NAME!r}, got {model!r}")
-        self.keep_wait_settings(
-            flux_conn_id, deferrable, poll_interval, timeout, max_consecutive_errors
+        check_model(model)
+        self.configure_wait(
+            flux_conn_id,
+            deferrable,
+            WaitSettings(poll_interval, timeout, max_consecutive_errors),
         )
+        self.timeout = timeout
         check_credit_limit("min_balance", min_balance)
         check_credit_limit("max_credits", max_credits)
         # Fields that are not templated can be checked now, when the DAG is parsed.
@@ -195,7 +168,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         data.update({k: v for k, v in named.items() if v is not None})
         return validate_input(data)
 
-    @_noting_failure
+    @keeps_failure_message
     def execute(self, context: Context) -> dict[str, Any]:
         """Submit (or re-attach), then wait according to the operator's mode."""
         try:
@@ -203,7 +176,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         except InvalidInputError as exc:
             fail(exc, self.log)
         self.check_connection()
-        store = self._state_store(context)
+        store = state_store(context, self.log, reattach=self.reattach)
         previous = self._reusable_task(store)
         if previous is not None:
             flux_task_id, info = previous
@@ -233,7 +206,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             return {"flux_task_id": flux_task_id, "state": "submitted"}
         return self.wait_for_result(context, flux_task_id)
 
-    @_noting_failure
+    @keeps_failure_message
     def execute_complete(
         self, context: Context, event: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -290,53 +263,38 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             failure_message=failure_message,
         )
 
-    def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        """Record what was asked for, copy the images to ``download_to``, describe them on the
+    def build_result(self, context: Context, info: TaskInfo) -> GenerationResult:
+        """What was asked and made: copy the images to ``download_to``, describe them on the
         outlets' asset events, and forget the recorded task (clearing this task later
         generates anew)."""
-        result["input"] = self.build_input().summary()
-        if self.download_to is not None:
-            result["stored"] = self._download(result)
-        extra = {
-            key: result[key]
-            for key in ("flux_task_id", "result_urls", "credits", "completed_at", "duration_s")
+        stored = self._store_images(info) if self.download_to is not None else None
+        result = GenerationResult(task=info, request=self.build_input().summary(), stored=stored)
+        extra: dict[str, Any] = {
+            "flux_task_id": info.flux_task_id,
+            "result_urls": result.result_urls,
+            "credits": info.credits,
+            "completed_at": info.completed_at,
+            "duration_s": info.duration_s,
+            "stored": result.locations,
         }
-        extra["stored"] = [s["location"] for s in result.get("stored", [])]
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra.update(extra)
-        store = self._state_store(context, warn=False)
+        store = state_store(context, self.log, reattach=self.reattach, warn=False)
         if store is not None:
             store.delete(STATE_KEY)
         return result
 
-    def _state_store(self, context: Context, *, warn: bool = True) -> Any:
-        """The task instance's state store when re-attaching is on and Airflow has one."""
-        if not self.reattach:
-            return None
-        store = context.get("task_state_store")
-        if store is None and warn:
-            self.log.warning("task_state_store is unavailable: a retry will submit a new task")
-        return store
-
-    def _download(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
-        downloader = ResultDownloader(
-            max_bytes=self.max_download_bytes,
-            # Result links may point inside the network only when the API itself lives there.
-            allow_private_hosts=private_hosts_allowed(self.hook.client.config.base_url),
-        )
-        try:
-            with failing_the_task(self.log):
-                folder = storage_path(self.download_to)  # type: ignore[arg-type]
-                stored = downloader.download_all(
-                    result["result_urls"], folder, result["flux_task_id"]
-                )
-        finally:
-            downloader.close()
+    def _store_images(self, info: TaskInfo) -> list[StoredImage]:
+        with failing_the_task(self.log):
+            folder = storage_path(self.download_to)  # type: ignore[arg-type]
+            stored = self.hook.download_results(
+                info.result_urls, folder, info.flux_task_id, max_bytes=self.max_download_bytes
+            )
         for image in stored:
             self.log.info(
                 "Stored %s (%s, sha256 %s)", image.location, bytes_text(image.bytes), image.sha256
             )
-        return [image.as_dict() for image in stored]
+        return stored
 
     def _share_id(self, context: Context, flux_task_id: str) -> None:
         self.flux_task_id = flux_task_id
@@ -371,7 +329,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         flux_task_id = store.get(STATE_KEY)
         if not isinstance(flux_task_id, str):
             return None
-        info = self.look_up(flux_task_id, retry=True)
+        info = self.read_task(flux_task_id, retry=True)
         if isinstance(info, NotFoundError):
             self.log.warning("Previous flux task %s is unknown: submitting anew", flux_task_id)
             return None

@@ -2,7 +2,7 @@
 
 Shared by the operator and the sensor: check the task once (a task that
 already ended never defers), then defer to the triggerer or poll on the
-worker, then deliver the result dict or raise the matching Airflow failure.
+worker, then deliver the typed result or raise the matching Airflow failure.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException
 
 from flux_provider.api.errors import FluxError, NotFoundError
 from flux_provider.api.formatting import count_text, credits_text, seconds_text
 from flux_provider.api.models import TaskInfo
-from flux_provider.api.polling import log_progress
+from flux_provider.api.polling import WaitSettings, log_progress
+from flux_provider.api.results import GenerationResult
 from flux_provider.hooks import FluxHook
-from flux_provider.links.result import persist_result_link
+from flux_provider.links import persist_result_link
 from flux_provider.operators.failures import fail, failing_the_task
 from flux_provider.triggers import FluxTaskTrigger
 from flux_provider.triggers.events import MalformedEventError, TaskEvent
@@ -29,12 +30,28 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def result_link_target(result: Mapping[str, Any]) -> str | None:
+def result_link_target(result: GenerationResult) -> str | None:
     """The first stored copy when it is browsable over http(s), else the first result URL."""
-    stored = [s["location"] for s in result.get("stored") or []]
-    browsable = [loc for loc in stored if loc.startswith(("http://", "https://"))]
-    urls = browsable or list(result.get("result_urls") or [])
+    browsable = [loc for loc in result.locations if loc.startswith(("http://", "https://"))]
+    urls = browsable or result.result_urls
     return urls[0] if urls else None
+
+
+def wait_deadline(
+    timeout: float, execution_timeout: timedelta | None, started: Any
+) -> tuple[float, str]:
+    """A deferred wait's absolute deadline and the limit it comes from.
+
+    ``timeout`` from now, or the end of ``execution_timeout`` counted from the try's start
+    (``started``, a datetime or ``None``) when that comes first: Airflow does not enforce
+    ``execution_timeout`` while a task is deferred, so the trigger does.
+    """
+    deadline = time.time() + timeout
+    if execution_timeout is not None and started is not None:
+        ends = started.timestamp() + execution_timeout.total_seconds()
+        if ends < deadline:
+            return ends, "execution_timeout"
+    return deadline, "timeout"
 
 
 class FluxWaitMixin:
@@ -42,36 +59,20 @@ class FluxWaitMixin:
 
     flux_conn_id: str
     deferrable: bool
-    poll_interval: float | None
-    timeout: float
-    max_consecutive_errors: int
+    wait_settings: WaitSettings
     execution_timeout: timedelta | None
     log: Any
-    flux_result: dict[str, Any] | None = None
+    flux_result: GenerationResult | None = None
     """The result this instance delivered, once it has (its lineage events read it)."""
 
-    def keep_wait_settings(
-        self,
-        flux_conn_id: str,
-        deferrable: bool,
-        poll_interval: float | None,
-        timeout: float,
-        max_consecutive_errors: int,
-    ) -> None:
-        """Check each wait setting (when the DAG is parsed) and keep it on the task."""
-        if poll_interval is not None and not poll_interval > 0:
-            raise ValueError(
-                f"poll_interval must be > 0 seconds (or None for adaptive), got {poll_interval}"
-            )
-        self.poll_interval = poll_interval
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self.timeout = timeout
-        if max_consecutive_errors < 0:
-            raise ValueError(f"max_consecutive_errors must be >= 0, got {max_consecutive_errors}")
-        self.max_consecutive_errors = max_consecutive_errors
+    def configure_wait(self, flux_conn_id: str, deferrable: bool, settings: WaitSettings) -> None:
+        """Keep the connection, the mode and the (already checked) wait settings on the task;
+        ``poll_interval`` and ``max_consecutive_errors`` stay readable as attributes."""
         self.flux_conn_id = flux_conn_id
         self.deferrable = deferrable
+        self.wait_settings = settings
+        self.poll_interval = settings.poll_interval
+        self.max_consecutive_errors = settings.max_consecutive_errors
 
     @cached_property
     def hook(self) -> FluxHook:
@@ -84,46 +85,50 @@ class FluxWaitMixin:
         Reading the connection also registers the key with the secrets masker
         in this process (a resumed task would otherwise never read it).
         """
-        try:
-            self.hook.client  # noqa: B018
-        except ValueError as exc:
-            self.log.error("Failing without retry (a retry cannot help): %s", exc)
-            raise AirflowFailException(str(exc)) from None
+        with failing_the_task(self.log):
+            self.hook.get_conn()
 
     def wait_for_result(
         self, context: Context, flux_task_id: str, info: TaskInfo | None = None
     ) -> dict[str, Any]:
         """Deliver the result if the task already ended; otherwise defer or block until it does."""
         if info is None:
-            info = self._peek(flux_task_id)
+            info = self._poll_once(flux_task_id)
         if info is not None and info.state.is_terminal:
             self.log.info(
                 "Flux task %s has already ended (%s): not waiting", flux_task_id, info.raw_state
             )
             return self.deliver(context, info)
         if self.deferrable:
-            deadline, deadline_name = self._deadline(context)
-            self.log.info("Deferring: polling flux task %s in the triggerer", flux_task_id)
-            self.defer(  # type: ignore[attr-defined]
-                trigger=FluxTaskTrigger(
-                    flux_task_id,
-                    self.flux_conn_id,
-                    deadline=deadline,
-                    deadline_name=deadline_name,
-                    poll_interval=self.poll_interval,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                ),
-                method_name="execute_complete",
-                timeout=None,
-            )
+            self._defer_wait(context, flux_task_id)
         with failing_the_task(self.log):
-            final = self.hook.client.wait_for_task(
+            final = self.hook.wait_for_task(
                 flux_task_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
+                poll_interval=self.wait_settings.poll_interval,
+                timeout=self.wait_settings.timeout,
                 on_poll=partial(log_progress, self.log),
             )
         return self.deliver(context, final)
+
+    def _defer_wait(self, context: Context, flux_task_id: str) -> None:
+        deadline, deadline_name = wait_deadline(
+            self.wait_settings.timeout,
+            self.execution_timeout,
+            getattr(context.get("ti"), "start_date", None),
+        )
+        self.log.info("Deferring: polling flux task %s in the triggerer", flux_task_id)
+        self.defer(  # type: ignore[attr-defined]
+            trigger=FluxTaskTrigger(
+                flux_task_id,
+                self.flux_conn_id,
+                deadline=deadline,
+                deadline_name=deadline_name,
+                poll_interval=self.wait_settings.poll_interval,
+                max_consecutive_errors=self.wait_settings.max_consecutive_errors,
+            ),
+            method_name="execute_complete",
+            timeout=None,
+        )
 
     def execute_complete(
         self, context: Context, event: Mapping[str, Any] | None = None
@@ -148,11 +153,11 @@ class FluxWaitMixin:
         return self.deliver(context, ended.task)
 
     def deliver(self, context: Context, info: TaskInfo) -> dict[str, Any]:
-        """The result dict of an ended task (after :meth:`add_outputs`); raises if it failed."""
+        """The XCom value of an ended task (built by :meth:`build_result`); raises if it failed."""
         failure = info.failure()
         if failure is not None:
             fail(failure, self.log)
-        result = self.add_outputs(context, info.summary())
+        result = self.build_result(context, info)
         self.flux_result = result
         persist_result_link(context, result_link_target(result))
         cost = "not reported" if info.credits is None else f"{credits_text(info.credits)} credits"
@@ -163,39 +168,25 @@ class FluxWaitMixin:
             cost,
             "duration not reported" if info.duration_s is None else seconds_text(info.duration_s),
         )
-        return result
+        return result.to_xcom()
 
-    def add_outputs(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        """Add what the task made beyond the API's answer (the operator stores images)."""
-        return result
+    def build_result(self, context: Context, info: TaskInfo) -> GenerationResult:
+        """The result of an ended task (the operator adds what it asked and what it stored)."""
+        return GenerationResult(task=info)
 
-    def _deadline(self, context: Context) -> tuple[float, str]:
-        """The trigger's deadline: ``timeout`` from now, or the end of ``execution_timeout``.
-
-        Airflow does not enforce ``execution_timeout`` while a task is deferred,
-        so the trigger does, from the try's start.
-        """
-        deadline = time.time() + self.timeout
-        started = getattr(context.get("ti"), "start_date", None)
-        if self.execution_timeout is not None and started is not None:
-            ends = started.timestamp() + self.execution_timeout.total_seconds()
-            if ends < deadline:
-                return ends, "execution_timeout"
-        return deadline, "timeout"
-
-    def look_up(self, flux_task_id: str, *, retry: bool) -> TaskInfo | FluxError:
+    def read_task(self, flux_task_id: str, *, retry: bool) -> TaskInfo | FluxError:
         """One read of the task: its info, or the transient error that prevented it (a 404
         included); a hopeless error fails the Airflow task at once."""
         try:
-            return self.hook.client.get_task(flux_task_id, retry=retry)
+            return self.hook.get_task(flux_task_id, retry=retry)
         except FluxError as error:
             if not (error.retryable or isinstance(error, NotFoundError)):
                 fail(error, self.log)
             return error
 
-    def _peek(self, flux_task_id: str) -> TaskInfo | None:
+    def _poll_once(self, flux_task_id: str) -> TaskInfo | None:
         """One poll without retries; ``None`` if it could not tell (the wait copes)."""
-        seen = self.look_up(flux_task_id, retry=False)
+        seen = self.read_task(flux_task_id, retry=False)
         if isinstance(seen, NotFoundError):
             self.log.info("Flux task %s is not visible yet (%s)", flux_task_id, seen)
         elif isinstance(seen, FluxError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from flux_provider.api.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     Outcome,
     TaskWait,
+    WaitSettings,
     log_progress,
 )
 from flux_provider.hooks import FluxHook
@@ -68,8 +70,10 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
-        self.keep_wait_settings(
-            flux_conn_id, deferrable, poll_interval, timeout, max_consecutive_errors
+        self.configure_wait(
+            flux_conn_id,
+            deferrable,
+            WaitSettings(poll_interval, timeout, max_consecutive_errors),
         )
         self.flux_task_id = flux_task_id
         self._wait: TaskWait | None = None
@@ -86,7 +90,7 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         wait = self._restore_wait(context)
         outcome: Outcome
         try:
-            outcome = self.hook.client.get_task(self.flux_task_id, retry=False)
+            outcome = self.hook.get_task(self.flux_task_id, retry=False)
         except FluxError as error:
             outcome = error
         try:
@@ -118,9 +122,8 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
         """This try's wait: kept in memory between pokes, restored from the store after a
         reschedule (a new process per poke)."""
         if self._wait is None:
-            self._wait = TaskWait(
-                self.flux_task_id, max_consecutive_errors=self.max_consecutive_errors
-            )
+            # No deadline of its own: the sensor's ``timeout`` ends the pokes.
+            self._wait = self.wait_settings.start(self.flux_task_id, deadline=math.inf)
             store = context.get("task_state_store")
             if store is not None and self.reschedule:
                 self._wait.restore(store.get(WAIT_STATE_KEY))

@@ -12,7 +12,8 @@ import pytest
 
 from flux_provider import get_provider_info
 from flux_provider.api import config
-from flux_provider.hooks.flux import FluxHook, build_config
+from flux_provider.hooks import FluxHook
+from flux_provider.hooks.connection import build_config
 from flux_provider.testing import FakeFluxServer
 from tests.conftest import API_KEY
 from tests.support.airflow import CONN_FIELDS

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flux_provider import __version__
 from flux_provider.api.client import FluxClient
 from flux_provider.api.config import ClientConfig
 from flux_provider.api.errors import (
@@ -245,3 +246,21 @@ def test_scrubbing_never_touches_field_names(key: str) -> None:
     body = json.dumps({"code": 200, "message": "success", "data": {"task_id": "task_1"}}).encode()
     envelope = interpret_answer(ClientConfig(api_key=key), 200, {}, body)
     assert envelope.data == {"task_id": "task_1"}
+
+
+def test_every_call_names_the_distribution_and_its_version() -> None:
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: seen.append(request) or _ok({"balance": 5}))
+    with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
+        flux.get_balance()
+    assert seen[0].headers["user-agent"] == f"airflow-provider-flux/{__version__}"
+
+
+@pytest.mark.parametrize("model", ["flux-2-pro", "FLUX-2-MAX", ""])
+def test_another_model_is_refused_before_anything_is_sent(model: str) -> None:
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: seen.append(request) or _ok({}))
+    with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
+        with pytest.raises(InvalidInputError, match="model must be 'flux-2-max'"):
+            flux.create_task({"prompt": "x"}, model=model)
+    assert seen == []
