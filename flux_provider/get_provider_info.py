@@ -64,14 +64,20 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["flux_provider.operators.generate"],
+                "python-modules": [
+                    "flux_provider.operators.generate",
+                    "flux_provider.operators.batch",
+                ],
             }
         ],
         "sensors": [
             {"integration-name": _INTEGRATION, "python-modules": ["flux_provider.sensors.task"]}
         ],
         "triggers": [
-            {"integration-name": _INTEGRATION, "python-modules": ["flux_provider.triggers.task"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["flux_provider.triggers.task", "flux_provider.triggers.batch"],
+            }
         ],
         "extra-links": ["flux_provider.links.result.FluxResultLink"],
         "plugins": [

@@ -111,7 +111,9 @@ class FluxHook(BaseHook):
         return self.client
 
     @asynccontextmanager
-    async def async_client(self) -> AsyncIterator[AsyncFluxClient]:
+    async def async_client(
+        self, config: ClientConfig | None = None
+    ) -> AsyncIterator[AsyncFluxClient]:
         """The connection's shared async client for the duration of the ``async with`` block.
 
         Every block on the same event loop whose connection reads the same (key,
@@ -119,10 +121,12 @@ class FluxHook(BaseHook):
         connection pool; the last block to end closes it (see
         :mod:`flux_provider.api.pool`). Each block reads the connection anew (or
         joins a read already under way), so a changed connection gets a client of
-        its own.
+        its own; ``config``, when given, is the connection as already read (a worker reads it
+        synchronously).
         """
         await async_io_ready()
-        config = await shared_config_read((type(self), self.flux_conn_id), self.aget_config)
+        if config is None:
+            config = await shared_config_read((type(self), self.flux_conn_id), self.aget_config)
         async with shared_clients.lease(config) as client:
             yield client
 
@@ -158,6 +162,20 @@ class FluxHook(BaseHook):
             flux_task_id, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll
         )
 
+    def result_downloader(
+        self, config: ClientConfig | None = None, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    ) -> ResultDownloader:
+        """A downloader of result images for this connection (close it when done).
+
+        Result links may point inside the network only when the API itself lives there.
+        ``config`` is the connection as already read (a trigger reads it asynchronously);
+        without it, the sync client's is read.
+        """
+        base_url = (config or self.config).base_url
+        return ResultDownloader(
+            max_bytes=max_bytes, allow_private_hosts=private_hosts_allowed(base_url)
+        )
+
     def download_results(
         self,
         urls: Sequence[str],
@@ -166,13 +184,8 @@ class FluxHook(BaseHook):
         *,
         max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> list[StoredImage]:
-        """Copy a task's result images into ``folder`` (see :mod:`flux_provider.api.downloads`).
-
-        Result links may point inside the network only when the API itself lives there.
-        """
-        downloader = ResultDownloader(
-            max_bytes=max_bytes, allow_private_hosts=private_hosts_allowed(self.config.base_url)
-        )
+        """Copy a task's result images into ``folder`` (see :mod:`flux_provider.api.downloads`)."""
+        downloader = self.result_downloader(max_bytes=max_bytes)
         try:
             return downloader.download_all(urls, folder, flux_task_id)
         finally:

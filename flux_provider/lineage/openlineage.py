@@ -20,6 +20,7 @@ operator and the sensor, so the provider needs
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -37,12 +38,13 @@ from openlineage.client.facet_v2 import (
 
 from flux_provider.api.downloads import StoredImage
 from flux_provider.api.models import Flux2MaxInput, TaskInfo
-from flux_provider.api.results import GenerationResult
+from flux_provider.api.results import GenerationResult, MalformedResultError
 
 Lineage = OperatorLineage[Dataset, RunFacet]
 """What the ``get_openlineage_facets_on_*`` methods return."""
 
 GENERATION_FACET = "fluxGeneration"
+BATCH_FACET = "fluxBatch"
 IMAGE_FACET = "fluxImage"
 
 _BUCKET_SCHEMES = {
@@ -84,6 +86,17 @@ class FluxGenerationRunFacet(RunFacet):
     credits: float | None = None
     reattached: bool | None = None
     """Whether this try re-attached to an earlier try's task instead of submitting."""
+
+
+@attrs.define
+class FluxBatchRunFacet(RunFacet):
+    """What one batch of FLUX.2 [max] generations made, and what it cost."""
+
+    model: str | None = None
+    items: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    credits: float | None = None
 
 
 @attrs.define
@@ -136,13 +149,15 @@ def _iso(epoch_seconds: float | None) -> str | None:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat()
 
 
-def _inputs(request: Flux2MaxInput | None) -> list[Dataset]:
-    datasets: list[Dataset] = []
-    for url in (request.input_urls or []) if request is not None else []:
-        named = dataset_name(url)
-        if named is not None:
-            datasets.append(InputDataset(namespace=named[0], name=named[1]))
-    return datasets
+def _inputs(*requests: Flux2MaxInput | None) -> list[Dataset]:
+    """Each distinct reference image of the requests, in order."""
+    named = {
+        name: None
+        for request in requests
+        for url in ((request.input_urls or []) if request is not None else [])
+        if (name := dataset_name(url)) is not None
+    }
+    return [InputDataset(namespace=namespace, name=name) for namespace, name in named]
 
 
 def _stored_output(image: StoredImage) -> Dataset | None:
@@ -248,3 +263,40 @@ def built_api_base_url(operator: object) -> str | None:
     hook = vars(operator).get("hook")
     built_base_url = getattr(hook, "built_base_url", None)
     return built_base_url() if callable(built_base_url) else None
+
+
+def batch_lineage(
+    *,
+    requests: Sequence[Flux2MaxInput],
+    model: str | None = None,
+    result: Mapping[str, Any] | None = None,
+    failure_message: str | None = None,
+) -> Lineage:
+    """The datasets and facets of a batch: every reference image in, every stored image out.
+
+    :param requests: every item's validated input (empty when unknown or invalid).
+    :param result: the batch's return value (``{"items": [...], ...}``), once delivered.
+    """
+    outputs: list[Dataset] = []
+    for item in (result or {}).get("items") or []:
+        if item.get("state") != "success":
+            continue
+        try:
+            generated = GenerationResult.from_xcom(item)
+        except MalformedResultError:
+            continue
+        outputs.extend(_outputs(generated))
+    run_facets: dict[str, RunFacet] = {
+        BATCH_FACET: FluxBatchRunFacet(
+            model=model,
+            items=len(requests) or None,
+            succeeded=(result or {}).get("succeeded"),
+            failed=(result or {}).get("failed"),
+            credits=(result or {}).get("credits"),
+        )
+    }
+    if failure_message is not None:
+        run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+            message=failure_message, programmingLanguage="python"
+        )
+    return OperatorLineage(inputs=_inputs(*requests), outputs=outputs, run_facets=run_facets)

@@ -24,10 +24,11 @@ from flux_provider.api.models import (
 from flux_provider.api.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, WaitSettings
 from flux_provider.api.results import GenerationResult
 from flux_provider.hooks import FluxHook
+from flux_provider.hooks.storage import storage_path
 from flux_provider.links import FluxResultLink
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
-from flux_provider.operators.storage import state_store, storage_path
+from flux_provider.operators.reattach import STATE_KEY, state_store
 from flux_provider.operators.waiting import FluxWaitMixin
 from flux_provider.triggers.events import MalformedEventError, TaskEvent
 
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from flux_provider.lineage.openlineage import Lineage
-
-STATE_KEY = "flux_task_id"
-"""Key of the task id in ``task_state_store`` and XCom; renaming it breaks in-flight retries."""
 
 REATTACHED_KEY = "flux_reattached"
 """XCom key of whether the try re-attached; it tells the resumed run after a deferral."""
@@ -189,7 +187,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         with failing_the_task(self.log):
             check_credits(
                 self.hook,
-                flux_input,
+                [flux_input],
                 model=self.model,
                 min_balance=self.min_balance,
                 max_credits=self.max_credits,

@@ -1,19 +1,22 @@
-"""The trigger's event: what a wait ended with, the only place that knows the event's keys.
+"""The triggers' events: how a wait or a batch's try ended, the only place that knows their keys.
 
-The trigger builds a :class:`TaskEvent` from the final task info
+:class:`TaskEvent` (``FluxTaskTrigger``): the trigger builds it from the final task info
 (:meth:`TaskEvent.from_info`) or from the error that ended the wait
-(:meth:`TaskEvent.from_error`) and sends :meth:`TaskEvent.to_payload`; the
-operator reads it back with :meth:`TaskEvent.parse`. No Airflow imports.
+(:meth:`TaskEvent.from_error`) and sends :meth:`TaskEvent.to_payload`; the operator reads it
+back with :meth:`TaskEvent.parse`. :class:`BatchEvent` (``FluxBatchTrigger``) is the same for a
+batch: its status and counts, the items themselves stay in the batch's journal. No Airflow
+imports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
+from flux_provider.api.batch import BatchCounts, BatchEnd
 from flux_provider.api.errors import FluxError, TaskTimeoutError
 from flux_provider.api.models import TaskInfo, TaskState
 from flux_provider.api.polling import TaskWait
@@ -137,3 +140,55 @@ def _progress(wait: TaskWait | None) -> dict[str, Any]:
     if wait is None:
         return {}
     return {"elapsed": wait.elapsed, "polls": wait.polls, "last_state": wait.last_raw_state}
+
+
+BatchStatus = Literal["ended", "timeout", "error", "superseded"]
+BATCH_STATUSES: tuple[str, ...] = get_args(BatchStatus)
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """How one try of a batch ended in the triggerer (see
+    :class:`~flux_provider.api.batch.runner.BatchEnd`)."""
+
+    status: BatchStatus
+    message: str | None = None
+    retryable: bool = True
+    counts: BatchCounts | None = None
+
+    @classmethod
+    def from_end(cls, end: BatchEnd) -> BatchEvent:
+        """The event of a try that ran to an end."""
+        return cls(end.status, end.message, end.retryable, end.counts)
+
+    @classmethod
+    def from_error(cls, error: FluxError) -> BatchEvent:
+        """The event of a try that could not run (the connection, the journal)."""
+        return cls("error", str(error), error.retryable)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON-serialisable payload of the ``TriggerEvent``."""
+        return {
+            "kind": "batch",
+            "status": self.status,
+            "message": self.message,
+            "retryable": self.retryable,
+            "counts": None if self.counts is None else asdict(self.counts),
+        }
+
+    @classmethod
+    def parse(cls, payload: object) -> BatchEvent:
+        """Read a payload back; raises :class:`MalformedEventError` if it is not one."""
+        if not isinstance(payload, Mapping) or payload.get("kind") != "batch":
+            raise MalformedEventError(f"the batch trigger sent no usable event: {payload!r}")
+        status = payload.get("status")
+        if status not in BATCH_STATUSES:
+            raise MalformedEventError(f"the batch trigger sent an unknown event: {payload!r}")
+        counts = payload.get("counts")
+        try:
+            parsed = BatchCounts(**counts) if isinstance(counts, Mapping) else None
+        except TypeError:
+            raise MalformedEventError(
+                f"the batch event's counts are unusable: {counts!r}"
+            ) from None
+        return cls(status, _text(payload.get("message")), bool(payload.get("retryable")), parsed)

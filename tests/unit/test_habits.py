@@ -1,4 +1,4 @@
-"""The repository's habits: the pre-commit hooks run what ``make lint`` and ``make typecheck`` do."""
+"""The repository's habits: pre-commit runs what ``make lint`` and ``make typecheck`` run."""
 
 from __future__ import annotations
 

@@ -193,8 +193,10 @@ def test_provider_info_lists_every_component() -> None:
     assert {m for entry in modules for m in entry["python-modules"]} == {
         "flux_provider.hooks.flux",
         "flux_provider.operators.generate",
+        "flux_provider.operators.batch",
         "flux_provider.sensors.task",
         "flux_provider.triggers.task",
+        "flux_provider.triggers.batch",
     }
 
 

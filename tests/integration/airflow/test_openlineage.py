@@ -449,3 +449,32 @@ def test_without_openlineage_the_methods_answer_none_and_dags_run(
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
     assert fake_api.stats.tasks_created == 1
     assert not events.exists()
+
+
+def test_a_batch_lists_every_reference_image_and_every_stored_image(
+    fake_api: FakeFluxServer, lineage: EventLog, tmp_path: Path
+) -> None:
+    shared = "https://images.example.com/uploads/room.jpg"
+    inputs = [
+        {"prompt": "an armchair", "input_urls": [shared, "https://images.example.com/a.jpg"]},
+        {"prompt": "a lamp", "input_urls": [shared]},
+        {"prompt": "a rug"},
+    ]
+    run = load_dag("flux_batch_test_inputs").test(run_conf={"inputs": inputs, "out": str(tmp_path)})
+    assert run.state == "success"
+    complete = lineage.one("flux_batch_test_inputs.batch", "COMPLETE")
+    assert _names(complete["inputs"]) == [
+        ("https://images.example.com", "/uploads/room.jpg"),
+        ("https://images.example.com", "/a.jpg"),
+    ]
+    result = _xcom(run, "batch")
+    stored = [item["stored"][0] for item in result["items"]]
+    assert _names(complete["outputs"]) == [
+        ("file", image["location"].removeprefix("file://")) for image in stored
+    ]
+    for output, image in zip(complete["outputs"], stored, strict=True):
+        assert output["facets"]["fluxImage"]["sha256"] == image["sha256"]
+        assert output["outputFacets"]["outputStatistics"]["size"] == image["bytes"]
+    facet = complete["run"]["facets"]["fluxBatch"]
+    assert (facet["items"], facet["succeeded"], facet["failed"]) == (3, 3, 0)
+    assert facet["credits"] == result["credits"]
