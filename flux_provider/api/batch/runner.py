@@ -173,6 +173,7 @@ class BatchRunner:
         self._superseded = False
         self._crash: BaseException | None = None
         self._following: set[asyncio.Task[None]] = set()
+        self._recording: set[asyncio.Future[str]] = set()
 
     @property
     def counts(self) -> BatchCounts:
@@ -201,6 +202,8 @@ class BatchRunner:
             for task in [*feeders, *self._following, progress]:
                 task.cancel()
             await asyncio.gather(*feeders, *self._following, progress, return_exceptions=True)
+            # A create the API may have accepted is recorded even when the run is cancelled.
+            await asyncio.gather(*self._recording, return_exceptions=True)
         if self._crash is not None:
             raise self._crash
         self.log.info("Batch: %s", self.counts.progress_line())
@@ -285,7 +288,7 @@ class BatchRunner:
                 self._superseded = True
                 return False
             try:
-                flux_task_id = await self.io.create(self.inputs[index])
+                await self._create_and_record(index, record)
             except FluxError as error:
                 refusals += 1
                 if isinstance(error, RateLimitedError) or may_resend(error, idempotent=False):
@@ -299,10 +302,22 @@ class BatchRunner:
                 on_retry: OnRetry = "resubmit" if error.retryable else "never"
                 await self._fail(record, f"submitting failed: {error}", on_retry)
                 return False
-            record.submitted(flux_task_id, self.try_number)
-            # Recorded before anything else: from here on, only re-attaching can reach it.
-            await self.io.save(record)
             return True
+
+    async def _create_and_record(self, index: int, record: ItemRecord) -> str:
+        """Submit the item and record its task id, as one step a cancellation cannot split:
+        the task id is saved before anything else happens, even if the run is cancelled while
+        the create is under way (a triggerer dropping this trigger)."""
+        step = asyncio.ensure_future(self._create_then_save(index, record))
+        self._recording.add(step)
+        step.add_done_callback(self._recording.discard)
+        return await asyncio.shield(step)
+
+    async def _create_then_save(self, index: int, record: ItemRecord) -> str:
+        flux_task_id = await self.io.create(self.inputs[index])
+        record.submitted(flux_task_id, self.try_number)
+        await self.io.save(record)
+        return flux_task_id
 
     async def _pause_after_refusal(self, index: int, error: FluxError, refusals: int) -> None:
         backoff = min(CREATE_BACKOFF_MAX, math.ldexp(1.0, refusals - 1))

@@ -355,3 +355,26 @@ async def test_progress_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="test.batch"):
         await _runner(io, ["a", "b"]).run()
     assert "Batch: 2 of 2 stored, 0 generating, 0 failed, 12 credits" in caplog.messages
+
+
+async def test_a_create_under_way_is_recorded_even_when_the_run_is_cancelled() -> None:
+    accepted = asyncio.Event()
+    answered = asyncio.Event()
+
+    class SlowCreate(ScriptedIO):
+        async def create(self, request: Flux2MaxInput) -> str:
+            accepted.set()
+            await answered.wait()  # the API accepted it; its answer is on the way
+            return await super().create(request)
+
+    io = SlowCreate()
+    runner = _runner(io, ["a"])
+    running = asyncio.ensure_future(runner.run())
+    await _until(accepted.is_set)
+    running.cancel()
+    await asyncio.sleep(0)  # the cancellation reaches the run first
+    answered.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert ("save", (0, ItemState.SUBMITTED, "task_a_1")) in io.events
+    assert runner.records[0].flux_task_id == "task_a_1"
