@@ -79,6 +79,16 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["flux_provider.triggers.task", "flux_provider.triggers.batch"],
             }
         ],
+        "task-decorators": [
+            {
+                "name": "flux_image",
+                "class-name": "flux_provider.decorators.flux_image.flux_image_task",
+            },
+            {
+                "name": "flux_image_batch",
+                "class-name": "flux_provider.decorators.flux_image.flux_image_batch_task",
+            },
+        ],
         "extra-links": ["flux_provider.links.result.FluxResultLink"],
         "plugins": [
             {

@@ -161,6 +161,8 @@ class FluxGenerateImageBatchOperator(BaseOperator):
         """Why this try failed, for the lineage failure event."""
         self.batch_result: dict[str, Any] | None = None
         """What this instance returned, once it has (its lineage events read it)."""
+        self.batch_inputs: list[Flux2MaxInput] | None = None
+        """The inputs the delivered batch ran with (from its journal)."""
 
     @staticmethod
     def _check_shared_defaults(
@@ -229,7 +231,7 @@ class FluxGenerateImageBatchOperator(BaseOperator):
             )
             journal.write_inputs(flux_inputs)
         if not plan.submit and not plan.reattach:
-            return self._deliver(context, journal, len(flux_inputs))
+            return self._deliver(context, journal, flux_inputs)
         deadline, deadline_name = wait_deadline(
             self.timeout, self.execution_timeout, getattr(context["ti"], "start_date", None)
         )
@@ -326,15 +328,19 @@ class FluxGenerateImageBatchOperator(BaseOperator):
                 FluxError(f"{ended.message}{counts}", retryable=ended.retryable),
                 self.log,
             )
-        count = len(self.build_inputs())
+        flux_inputs = journal.read_inputs()
         records = journal.records()
-        if not ended_items(records, count):
+        if not ended_items(records, len(flux_inputs)):
             self.log.info("The batch has items still generating: waiting for them")
             return self.execute(context)
-        return self._deliver(context, journal, count)
+        return self._deliver(context, journal, flux_inputs)
 
-    def _deliver(self, context: Context, journal: BatchJournal, count: int) -> dict[str, Any]:
-        flux_inputs = self.build_inputs()
+    def _deliver(
+        self, context: Context, journal: BatchJournal, flux_inputs: Sequence[Flux2MaxInput]
+    ) -> dict[str, Any]:
+        """The return value, from the journal: the inputs this try ran with and each record."""
+        self.batch_inputs = list(flux_inputs)
+        count = len(flux_inputs)
         records = journal.records()
         counts = BatchCounts.of(records.values(), count)
         self.log.info("Batch done: %s", counts.progress_line())
@@ -394,10 +400,12 @@ class FluxGenerateImageBatchOperator(BaseOperator):
             from flux_provider.lineage import openlineage as lineage
         except ImportError:
             return None
-        try:
-            requests: list[Flux2MaxInput] = self.build_inputs()
-        except InvalidInputError:
-            requests = []
+        requests = self.batch_inputs
+        if requests is None:
+            try:
+                requests = self.build_inputs()
+            except InvalidInputError:
+                requests = []
         return lineage.batch_lineage(
             requests=requests,
             model=self.model,
