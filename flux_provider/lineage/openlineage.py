@@ -149,15 +149,15 @@ def _iso(epoch_seconds: float | None) -> str | None:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat()
 
 
-def _inputs(*requests: Flux2MaxInput | None) -> list[Dataset]:
-    """Each distinct reference image of the requests, in order."""
-    named = {
-        name: None
-        for request in requests
-        for url in ((request.input_urls or []) if request is not None else [])
-        if (name := dataset_name(url)) is not None
-    }
+def _inputs(references: Sequence[str]) -> list[Dataset]:
+    """Each distinct reference image, in order (as given: ``s3://…``, https, a path…)."""
+    named = {name: None for url in references if (name := dataset_name(url)) is not None}
     return [InputDataset(namespace=namespace, name=name) for namespace, name in named]
+
+
+def references_of(value: object) -> list[str]:
+    """The reference images an ``input_urls`` value names, as text (anything else: none)."""
+    return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
 
 
 def _stored_output(image: StoredImage) -> Dataset | None:
@@ -187,6 +187,7 @@ def _outputs(result: GenerationResult | None) -> list[Dataset]:
 
 def _generation_facet(
     request: Flux2MaxInput | None,
+    references: Sequence[str],
     model: str | None,
     task: TaskInfo | None,
     reattached: bool | None,
@@ -194,7 +195,7 @@ def _generation_facet(
     """The generation's run facet, or ``None`` when nothing about it is known."""
     asked: dict[str, Any] = {}
     if request is not None:
-        inline = sum(1 for url in request.input_urls or [] if dataset_name(url) is None)
+        inline = sum(1 for url in references if dataset_name(url) is None)
         asked = {
             "promptSha256": hashlib.sha256(request.prompt.encode()).hexdigest(),
             "seed": request.seed,
@@ -219,6 +220,7 @@ def _generation_facet(
 def generation_lineage(
     *,
     request: Flux2MaxInput | None = None,
+    references: Sequence[str] = (),
     model: str | None = None,
     flux_task_id: str | None = None,
     api_base_url: str | None = None,
@@ -229,6 +231,8 @@ def generation_lineage(
     """The datasets and facets of one generation, from what the task knows at that point.
 
     :param request: the validated input (``None`` when unknown or invalid).
+    :param references: the reference images as the task named them (before stored ones were
+        read and sent as ``data:`` URIs).
     :param model: the API model name.
     :param flux_task_id: the API's task id, once submitted or re-attached.
     :param api_base_url: where the API was reached (the external query's source).
@@ -238,7 +242,7 @@ def generation_lineage(
     """
     task = result.task if result is not None else None
     run_facets: dict[str, RunFacet] = {}
-    generation = _generation_facet(request, model, task, reattached)
+    generation = _generation_facet(request, references, model, task, reattached)
     if generation is not None:
         run_facets[GENERATION_FACET] = generation
     flux_task_id = task.flux_task_id if task is not None else flux_task_id
@@ -250,7 +254,9 @@ def generation_lineage(
         run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
             message=failure_message, programmingLanguage="python"
         )
-    return OperatorLineage(inputs=_inputs(request), outputs=_outputs(result), run_facets=run_facets)
+    return OperatorLineage(
+        inputs=_inputs(references), outputs=_outputs(result), run_facets=run_facets
+    )
 
 
 def built_api_base_url(operator: object) -> str | None:
@@ -268,6 +274,7 @@ def built_api_base_url(operator: object) -> str | None:
 def batch_lineage(
     *,
     requests: Sequence[Flux2MaxInput],
+    references: Sequence[str] = (),
     model: str | None = None,
     result: Mapping[str, Any] | None = None,
     failure_message: str | None = None,
@@ -275,6 +282,7 @@ def batch_lineage(
     """The datasets and facets of a batch: every reference image in, every stored image out.
 
     :param requests: every item's validated input (empty when unknown or invalid).
+    :param references: every reference image the items name, as they named them.
     :param result: the batch's return value (``{"items": [...], ...}``), once delivered.
     """
     outputs: list[Dataset] = []
@@ -299,4 +307,4 @@ def batch_lineage(
         run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
             message=failure_message, programmingLanguage="python"
         )
-    return OperatorLineage(inputs=_inputs(*requests), outputs=outputs, run_facets=run_facets)
+    return OperatorLineage(inputs=_inputs(references), outputs=outputs, run_facets=run_facets)

@@ -38,6 +38,7 @@ from flux_provider.hooks.storage import storage_path
 from flux_provider.links import FluxResultLink, persist_result_link
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
+from flux_provider.operators.references import resolve_references
 from flux_provider.operators.waiting import result_link_target, wait_deadline
 from flux_provider.triggers.batch import FluxBatchTrigger, run_batch_try
 from flux_provider.triggers.events import BatchEvent, MalformedEventError
@@ -189,7 +190,7 @@ class FluxGenerateImageBatchOperator(BaseOperator):
             "resolution": self.resolution,
             "seed": self.seed,
         }
-        return batch_inputs(self.prompts, self.inputs, shared)
+        return batch_inputs(self.prompts, self.inputs, shared, _read_references)
 
     def _journal(self, context: Context) -> BatchJournal:
         ti = context["ti"]
@@ -406,12 +407,24 @@ class FluxGenerateImageBatchOperator(BaseOperator):
                 requests = self.build_inputs()
             except InvalidInputError:
                 requests = []
+        items = self.inputs if isinstance(self.inputs, (list, tuple)) else []
+        references = [
+            url
+            for item in items
+            if isinstance(item, Mapping)
+            for url in lineage.references_of(item.get("input_urls") or item.get("img_urls"))
+        ]
         return lineage.batch_lineage(
             requests=requests,
+            references=references,
             model=self.model,
             result=self.batch_result,
             failure_message=failure_message,
         )
+
+
+def _read_references(references: Any, field: str) -> Any:
+    return resolve_references(references, field=field)
 
 
 def _item_result(record: ItemRecord | None, index: int, request: Flux2MaxInput) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from flux_provider.links import FluxResultLink
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
 from flux_provider.operators.reattach import STATE_KEY, state_store
+from flux_provider.operators.references import resolve_references
 from flux_provider.operators.waiting import FluxWaitMixin
 from flux_provider.triggers.events import MalformedEventError, TaskEvent
 
@@ -158,13 +159,22 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         data: dict[str, Any] = dict(self.extra_input or {})
         named = {
             "prompt": self.prompt,
-            "input_urls": self.input_urls,
+            "input_urls": self._references(),
             "aspect_ratio": self.aspect_ratio,
             "resolution": self.resolution,
             "seed": self.seed,
         }
         data.update({k: v for k, v in named.items() if v is not None})
         return validate_input(data)
+
+    def _references(self) -> list[Any] | None:
+        """``input_urls`` with stored references read and encoded, once per rendered value."""
+        cached = self.__dict__.get("_resolved_references")
+        if cached is not None and cached[0] is self.input_urls:
+            return cached[1]  # type: ignore[no-any-return]
+        resolved = resolve_references(self.input_urls)
+        self.__dict__["_resolved_references"] = (self.input_urls, resolved)
+        return resolved
 
     @keeps_failure_message
     def execute(self, context: Context) -> dict[str, Any]:
@@ -253,6 +263,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             request = None
         return lineage.generation_lineage(
             request=request,
+            references=lineage.references_of(self.input_urls),
             model=self.model,
             flux_task_id=self.flux_task_id,
             api_base_url=lineage.built_api_base_url(self),

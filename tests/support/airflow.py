@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from flux_provider.triggers import FluxTaskTrigger
@@ -30,3 +32,22 @@ def flux_trigger(
         **overrides,
     }
     return FluxTaskTrigger(flux_task_id, "flux_default", **options)
+
+
+@contextlib.contextmanager
+def memory_object_store() -> Iterator[Any]:
+    """A ``memory://`` object store behind Airflow's ``ObjectStoragePath``, as ``s3://`` would be
+    (whole objects, no local path); its fsspec filesystem is yielded, emptied afterwards."""
+    from airflow.sdk.io import fs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    memory = MemoryFileSystem()
+    fs._BUILTIN_SCHEME_TO_FS["memory"] = lambda conn_id, options: memory
+    fs._register_filesystems.cache_clear()
+    try:
+        yield memory
+    finally:
+        del fs._BUILTIN_SCHEME_TO_FS["memory"]
+        fs._register_filesystems.cache_clear()
+        memory.store.clear()
+        memory.pseudo_dirs[:] = [""]

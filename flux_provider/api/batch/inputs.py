@@ -6,7 +6,7 @@ naming its index and field, and nothing is charged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,7 +32,18 @@ def _raw_items(
     return name, list(given)
 
 
-def _item(name: str, index: int, raw: Any, defaults: Mapping[str, Any]) -> Flux2MaxInput:
+References = Callable[[Any, str], Any]
+"""Reads an item's stored reference images (``input_urls`` and the field's name) into what the
+API takes; the operators pass one that reads Airflow's object storage."""
+
+
+def _item(
+    name: str,
+    index: int,
+    raw: Any,
+    defaults: Mapping[str, Any],
+    references: References | None,
+) -> Flux2MaxInput:
     where = f"{name}[{index}]"
     if name == "prompts":
         if not isinstance(raw, str):
@@ -43,6 +54,10 @@ def _item(name: str, index: int, raw: Any, defaults: Mapping[str, Any]) -> Flux2
             f"{where} must be a mapping of input fields, got {type(raw).__name__}"
         )
     data = {**defaults, **{key: value for key, value in raw.items() if value is not None}}
+    if references is not None:
+        for key in ("input_urls", "img_urls"):
+            if key in data:
+                data[key] = references(data[key], f"{where}.{key}")
     try:
         return Flux2MaxInput.model_validate(data)
     except ValidationError as exc:
@@ -53,8 +68,10 @@ def batch_inputs(
     prompts: Sequence[Any] | None,
     inputs: Sequence[Any] | None,
     defaults: Mapping[str, Any] | None = None,
+    references: References | None = None,
 ) -> list[Flux2MaxInput]:
-    """Each item as a validated input: an item's own fields win over the shared ``defaults``.
+    """Each item as a validated input: an item's own fields win over the shared ``defaults``;
+    ``references``, when given, reads the items' stored reference images.
 
     Raises :class:`~flux_provider.api.errors.InvalidInputError` naming the first bad items
     (``inputs[3].seed: ...``) and how many are bad in all.
@@ -65,7 +82,7 @@ def batch_inputs(
     problems: list[str] = []
     for index, raw in enumerate(raw_items):
         try:
-            checked.append(_item(name, index, raw, shared))
+            checked.append(_item(name, index, raw, shared, references))
         except InvalidInputError as exc:
             problems.append(exc.message)
     if problems:
