@@ -54,11 +54,14 @@ class GenerationResult:
         gives it (``None`` when the result comes from a sensor, which asked nothing).
     :ivar stored: the copies in ``download_to``, in the order of the result URLs (``None``
         without ``download_to``).
+    :ivar reused: the images of an earlier identical generation, returned without calling the
+        API (``reuse=True``).
     """
 
     task: TaskInfo
     request: Mapping[str, Any] | None = None
     stored: Sequence[StoredImage] | None = None
+    reused: bool = False
 
     @property
     def flux_task_id(self) -> str:
@@ -77,12 +80,15 @@ class GenerationResult:
 
     def to_xcom(self) -> dict[str, Any]:
         """The JSON-serialisable ``return_value``: the task's summary, then ``input`` and
-        ``stored`` when known (the documented XCom contract)."""
+        ``stored`` when known, and ``reused: true`` for a reused result (the documented XCom
+        contract)."""
         value = self.task.summary()
         if self.request is not None:
             value["input"] = dict(self.request)
         if self.stored is not None:
             value["stored"] = [image.as_dict() for image in self.stored]
+        if self.reused:
+            value["reused"] = True
         return value
 
     @classmethod
@@ -105,4 +111,5 @@ class GenerationResult:
             task=task,
             request=request,
             stored=None if stored is None else tuple(stored_image_from(item) for item in stored),
+            reused=value.get("reused") is True,
         )

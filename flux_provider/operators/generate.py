@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,7 +13,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.api.downloads import DEFAULT_MAX_IMAGE_BYTES, StoredImage
 from flux_provider.api.errors import FluxError, InvalidInputError, NotFoundError
-from flux_provider.api.formatting import bytes_text
+from flux_provider.api.formatting import bytes_text, count_text
 from flux_provider.api.models import (
     MODEL_NAME,
     Flux2MaxInput,
@@ -25,12 +26,13 @@ from flux_provider.api.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, WaitSettin
 from flux_provider.api.results import GenerationResult
 from flux_provider.hooks import FluxHook
 from flux_provider.hooks.storage import storage_path
-from flux_provider.links import FluxResultLink
+from flux_provider.links import FluxResultLink, persist_result_link
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
 from flux_provider.operators.reattach import STATE_KEY, state_store
 from flux_provider.operators.references import resolve_references
-from flux_provider.operators.waiting import FluxWaitMixin
+from flux_provider.operators.reuse import find_reusable, generation_key, write_manifest
+from flux_provider.operators.waiting import FluxWaitMixin, result_link_target
 from flux_provider.triggers.events import MalformedEventError, TaskEvent
 
 if TYPE_CHECKING:
@@ -74,6 +76,9 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         fewer credits than this; ``None`` (default) skips the check.
     :param max_credits: fail without submitting (and without retry) when the API estimates
         the task above this many credits; ``None`` (default) skips the check.
+    :param reuse: return the stored images of an earlier identical generation (same model and
+        input, same ``download_to``) without calling the API (see
+        :mod:`flux_provider.operators.reuse`).
     """
 
     template_fields: Sequence[str] = (
@@ -109,10 +114,13 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         max_download_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         min_balance: float | None = None,
         max_credits: float | None = None,
+        reuse: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_model(model)
+        if reuse and download_to is None:
+            raise ValueError("reuse=True needs download_to: the images it reuses are stored there")
         self.configure_wait(
             flux_conn_id,
             deferrable,
@@ -143,6 +151,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         self.max_download_bytes = max_download_bytes
         self.min_balance = min_balance
         self.max_credits = max_credits
+        self.reuse = reuse
         self.reattached = False
         """Whether this try re-attached to an earlier try's task instead of submitting."""
         self.flux_task_id: str | None = None
@@ -184,8 +193,12 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         except InvalidInputError as exc:
             fail(exc, self.log)
         self.check_connection()
+        if self.reuse:
+            reused = self._reused(context, flux_input)
+            if reused is not None:
+                return reused
         store = state_store(context, self.log, reattach=self.reattach)
-        previous = self._reusable_task(store)
+        previous = self._earlier_task(store)
         if previous is not None:
             flux_task_id, info = previous
             self.reattached = True
@@ -277,21 +290,59 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         outlets' asset events, and forget the recorded task (clearing this task later
         generates anew)."""
         stored = self._store_images(info) if self.download_to is not None else None
-        result = GenerationResult(task=info, request=self.build_input().summary(), stored=stored)
-        extra: dict[str, Any] = {
-            "flux_task_id": info.flux_task_id,
-            "result_urls": result.result_urls,
-            "credits": info.credits,
-            "completed_at": info.completed_at,
-            "duration_s": info.duration_s,
-            "stored": result.locations,
-        }
-        for outlet in self.outlets:
-            context["outlet_events"][outlet].extra.update(extra)
+        flux_input = self.build_input()
+        result = GenerationResult(task=info, request=flux_input.summary(), stored=stored)
+        if self.reuse and stored:
+            write_manifest(
+                storage_path(self.download_to),  # type: ignore[arg-type]
+                generation_key(self.model, flux_input),
+                result,
+                _made_by(context),
+            )
+        self._announce(context, result)
         store = state_store(context, self.log, reattach=self.reattach, warn=False)
         if store is not None:
             store.delete(STATE_KEY)
         return result
+
+    def _announce(self, context: Context, result: GenerationResult) -> None:
+        """Describe the result on the outlets' asset events."""
+        extra: dict[str, Any] = {
+            "flux_task_id": result.flux_task_id,
+            "result_urls": result.result_urls,
+            "credits": result.task.credits,
+            "completed_at": result.task.completed_at,
+            "duration_s": result.task.duration_s,
+            "stored": result.locations,
+        }
+        if result.reused:
+            extra["reused"] = True
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra.update(extra)
+
+    def _reused(self, context: Context, flux_input: Flux2MaxInput) -> dict[str, Any] | None:
+        """The stored result of an earlier identical generation, delivered; ``None`` if none."""
+        key = generation_key(self.model, flux_input)
+        with failing_the_task(self.log):
+            folder = storage_path(self.download_to)  # type: ignore[arg-type]
+        found = find_reusable(folder, key)
+        if found is None:
+            self.log.info("No stored generation to reuse for key %s: generating", key[:16])
+            return None
+        earlier, origin = found
+        result = dataclasses.replace(earlier, request=flux_input.summary(), reused=True)
+        self.log.info(
+            "Reusing flux task %s (%s, key %s): %s, not calling the API",
+            result.flux_task_id,
+            origin,
+            key[:16],
+            count_text(len(result.locations), "stored image"),
+        )
+        self.flux_task_id = result.flux_task_id
+        self.flux_result = result
+        self._announce(context, result)
+        persist_result_link(context, result_link_target(result))
+        return result.to_xcom()
 
     def _store_images(self, info: TaskInfo) -> list[StoredImage]:
         with failing_the_task(self.log):
@@ -325,7 +376,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             return False
         return pulled is True
 
-    def _reusable_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
+    def _earlier_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
         """The earlier try's task if it may be reused, with its info when known.
 
         Reused when it is still running or succeeded with images, and also when
@@ -364,3 +415,13 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
                 info.raw_state,
             )
         return flux_task_id, info
+
+
+def _made_by(context: Context) -> dict[str, Any]:
+    ti = context["ti"]
+    return {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "map_index": ti.map_index,
+    }

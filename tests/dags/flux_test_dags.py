@@ -8,6 +8,7 @@ retries (no delay), so a test can watch Airflow's own retries:
 - ``flux_test_short_timeout``: deferrable with a 1 s wait, for timeouts;
 - ``flux_test_execution_timeout``: deferrable, a long wait but a 2 s ``execution_timeout``
   and no retries;
+- ``flux_test_reuse``: ``reuse=True``, prompt, seed and folder from the run's conf;
 - ``flux_test_dies_after_submit_deferred`` / ``..._worker``: the first try dies
   right after the task was submitted and recorded (a worker lost mid-task).
 """
@@ -68,3 +69,21 @@ flux_test_execution_timeout = _dag(
     timeout=600,
     execution_timeout=timedelta(seconds=2),
 )
+
+
+with DAG(
+    dag_id="flux_test_reuse",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    render_template_as_native_obj=True,
+    default_args={"retries": 0},
+) as flux_test_reuse:
+    FluxGenerateImageOperator(
+        task_id="generate",
+        prompt="{{ dag_run.conf['prompt'] }}",
+        extra_input={"seed": "{{ dag_run.conf['seed'] }}"},
+        deferrable=True,
+        poll_interval=0.05,
+        reuse=True,
+        download_to="{{ dag_run.conf['out'] }}",
+    )
