@@ -36,6 +36,7 @@ from flux_provider.api.results import GenerationResult, stored_image_from
 from flux_provider.hooks import FluxHook
 from flux_provider.hooks.storage import storage_path
 from flux_provider.links import FluxResultLink, persist_result_link
+from flux_provider.metrics import FluxMetrics
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
 from flux_provider.operators.references import resolve_references
@@ -250,6 +251,8 @@ class FluxGenerateImageBatchOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 max_consecutive_errors=self.max_consecutive_errors,
                 max_download_bytes=self.max_download_bytes,
+                dag_id=context["ti"].dag_id,
+                task_id=context["ti"].task_id,
             ),
             method_name="execute_complete",
             timeout=None,
@@ -307,6 +310,7 @@ class FluxGenerateImageBatchOperator(BaseOperator):
                     settings=settings,
                     max_download_bytes=self.max_download_bytes,
                     log=self.log,
+                    metrics=FluxMetrics.of(context),
                     config=self.hook.config,
                 )
             )

@@ -27,6 +27,7 @@ from flux_provider.api.results import GenerationResult
 from flux_provider.hooks import FluxHook
 from flux_provider.hooks.storage import storage_path
 from flux_provider.links import FluxResultLink, persist_result_link
+from flux_provider.metrics import FluxMetrics
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
 from flux_provider.operators.reattach import STATE_KEY, state_store
@@ -202,6 +203,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         if previous is not None:
             flux_task_id, info = previous
             self.reattached = True
+            FluxMetrics.of(context).reattached()
             self._share_id(context, flux_task_id)
             if not self.wait_for_completion:
                 state = info.state.value if info is not None else TaskState.UNKNOWN.value
@@ -221,6 +223,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             )
         if store is not None:
             store.set(STATE_KEY, flux_task_id)
+        FluxMetrics.of(context).submitted()
         self.log.info("Submitted flux task %s", flux_task_id)
         self._share_id(context, flux_task_id)
         if not self.wait_for_completion:
@@ -290,6 +293,8 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         outlets' asset events, and forget the recorded task (clearing this task later
         generates anew)."""
         stored = self._store_images(info) if self.download_to is not None else None
+        if stored is not None:
+            FluxMetrics.of(context).stored(stored, ready_at=info.completed_at)
         flux_input = self.build_input()
         result = GenerationResult(task=info, request=flux_input.summary(), stored=stored)
         if self.reuse and stored:
@@ -340,6 +345,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         )
         self.flux_task_id = result.flux_task_id
         self.flux_result = result
+        FluxMetrics.of(context).reused()
         self._announce(context, result)
         persist_result_link(context, result_link_target(result))
         return result.to_xcom()

@@ -22,6 +22,7 @@ from flux_provider.api.polling import WaitSettings, log_progress
 from flux_provider.api.results import GenerationResult
 from flux_provider.hooks import FluxHook
 from flux_provider.links import persist_result_link
+from flux_provider.metrics import FluxMetrics
 from flux_provider.operators.failures import fail, failing_the_task
 from flux_provider.triggers import FluxTaskTrigger
 from flux_provider.triggers.events import MalformedEventError, TaskEvent
@@ -64,6 +65,9 @@ class FluxWaitMixin:
     log: Any
     flux_result: GenerationResult | None = None
     """The result this instance delivered, once it has (its lineage events read it)."""
+    counts_generations: bool = True
+    """Whether this task's generations go to the ``flux.*`` metrics (the sensor's were counted
+    by whoever submitted them)."""
 
     def configure_wait(self, flux_conn_id: str, deferrable: bool, settings: WaitSettings) -> None:
         """Keep the connection, the mode and the (already checked) wait settings on the task;
@@ -149,11 +153,15 @@ class FluxWaitMixin:
         if ended.task is None:
             error = ended.error()
             assert error is not None  # an event without a task always stands for an error
+            if self.counts_generations:
+                FluxMetrics.of(context).failed(error)
             fail(error, self.log)
         return self.deliver(context, ended.task)
 
     def deliver(self, context: Context, info: TaskInfo) -> dict[str, Any]:
         """The XCom value of an ended task (built by :meth:`build_result`); raises if it failed."""
+        if self.counts_generations:
+            FluxMetrics.of(context).ended(info)
         failure = info.failure()
         if failure is not None:
             fail(failure, self.log)

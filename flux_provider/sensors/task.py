@@ -54,6 +54,7 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("flux_task_id",)
+    counts_generations = False
     operator_extra_links = (FluxResultLink(),)
     ui_color = "#f0e4ff"
 

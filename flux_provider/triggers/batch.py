@@ -35,6 +35,7 @@ from flux_provider.api.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, TaskWait, 
 from flux_provider.api.polling import log_progress as _log_progress
 from flux_provider.hooks import FluxHook
 from flux_provider.hooks.storage import storage_path
+from flux_provider.metrics import FluxMetrics
 from flux_provider.triggers.events import BatchEvent
 
 _T = TypeVar("_T")
@@ -54,7 +55,10 @@ class _BatchIO:
         token: str,
         threads: ThreadPoolExecutor,
         log: Any,
+        metrics: FluxMetrics,
     ) -> None:
+        self._metrics = metrics
+        self._ended_at: dict[str, float] = {}
         self._client = client
         self._journal = journal
         self._downloader = downloader
@@ -67,12 +71,17 @@ class _BatchIO:
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def create(self, request: Flux2MaxInput) -> str:
-        return await self._client.create_task(request)
+        flux_task_id = await self._client.create_task(request)
+        self._metrics.submitted()
+        return flux_task_id
 
     async def follow(self, wait: TaskWait, first_delay: float) -> TaskInfo:
-        return await self._client.wait_for_task(
+        info = await self._client.wait_for_task(
             wait, on_poll=self._warn_only, first_delay=first_delay
         )
+        self._ended_at[info.flux_task_id] = time.time()
+        self._metrics.ended(info)
+        return info
 
     def _warn_only(self, wait: TaskWait, outcome: Any) -> None:
         progress = wait.progress(outcome)
@@ -80,11 +89,13 @@ class _BatchIO:
             _log_progress(self._log, wait, outcome)
 
     async def store(self, info: TaskInfo) -> list[StoredImage]:
-        return await self._in_thread(
+        stored = await self._in_thread(
             functools.partial(
                 self._downloader.download_all, info.result_urls, self._folder, info.flux_task_id
             )
         )
+        self._metrics.stored(stored, ready_at=self._ended_at.pop(info.flux_task_id, None))
+        return stored
 
     async def save(self, record: ItemRecord) -> None:
         await self._in_thread(functools.partial(self._journal.save, record))
@@ -106,6 +117,8 @@ class FluxBatchTrigger(BaseTrigger):
     :param poll_interval: fixed seconds between polls of a task, ``None`` = adaptive.
     :param max_consecutive_errors: transient poll failures in a row absorbed per task.
     :param max_download_bytes: the size cap of each image.
+    :param dag_id: the batch's DAG, for the metrics' tags.
+    :param task_id: the batch's task, for the metrics' tags.
     """
 
     def __init__(
@@ -121,8 +134,12 @@ class FluxBatchTrigger(BaseTrigger):
         poll_interval: float | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         max_download_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        dag_id: str | None = None,
+        task_id: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.dag_id = dag_id
+        self.task_id = task_id
         self.flux_conn_id = flux_conn_id
         self.download_to = str(download_to)
         self.journal_key = str(journal_key)
@@ -149,6 +166,8 @@ class FluxBatchTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "max_download_bytes": self.max_download_bytes,
+                "dag_id": self.dag_id,
+                "task_id": self.task_id,
             },
         )
 
@@ -174,6 +193,7 @@ class FluxBatchTrigger(BaseTrigger):
                 settings=self._settings(),
                 max_download_bytes=self.max_download_bytes,
                 log=self.log,
+                metrics=FluxMetrics(self.dag_id, self.task_id),
             )
         except FluxError as error:
             event = BatchEvent.from_error(error)
@@ -195,6 +215,7 @@ async def run_batch_try(
     settings: BatchSettings,
     max_download_bytes: int,
     log: Any,
+    metrics: FluxMetrics,
     config: ClientConfig | None = None,
 ) -> BatchEnd:
     """Claim the batch's journal and run one try with the connection's shared client.
@@ -212,7 +233,7 @@ async def run_batch_try(
         async with hook.async_client(config) as client:
             downloader = hook.result_downloader(client.config, max_bytes=max_download_bytes)
             try:
-                io = _BatchIO(client, journal, downloader, folder, token, threads, log)
+                io = _BatchIO(client, journal, downloader, folder, token, threads, log, metrics)
                 runner = BatchRunner(inputs, records, io, settings, try_number=try_number, log=log)
                 return await runner.run()
             finally:
