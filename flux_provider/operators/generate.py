@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.api.downloads import DEFAULT_MAX_IMAGE_BYTES, StoredImage
-from flux_provider.api.errors import FluxError, InvalidInputError, NotFoundError
+from flux_provider.api.errors import InvalidInputError
 from flux_provider.api.formatting import bytes_text, count_text
 from flux_provider.api.models import (
     MODEL_NAME,
@@ -30,7 +30,13 @@ from flux_provider.links import FluxResultLink, persist_result_link
 from flux_provider.metrics import FluxMetrics
 from flux_provider.operators.credit_checks import check_credit_limit, check_credits
 from flux_provider.operators.failures import fail, failing_the_task, keeps_failure_message
-from flux_provider.operators.reattach import STATE_KEY, state_store
+from flux_provider.operators.reattach import (
+    STATE_KEY,
+    earlier_task,
+    pulled_reattached,
+    share_task_id,
+    state_store,
+)
 from flux_provider.operators.references import resolve_references
 from flux_provider.operators.reuse import find_reusable, generation_key, write_manifest
 from flux_provider.operators.waiting import FluxWaitMixin, result_link_target
@@ -40,9 +46,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from flux_provider.lineage.openlineage import Lineage
-
-REATTACHED_KEY = "flux_reattached"
-"""XCom key of whether the try re-attached; it tells the resumed run after a deferral."""
 
 
 class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
@@ -199,12 +202,13 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             if reused is not None:
                 return reused
         store = state_store(context, self.log, reattach=self.reattach)
-        previous = self._earlier_task(store)
+        previous = earlier_task(store, self.read_task, self.log)
         if previous is not None:
             flux_task_id, info = previous
             self.reattached = True
             FluxMetrics.of(context).reattached()
-            self._share_id(context, flux_task_id)
+            self.flux_task_id = flux_task_id
+            share_task_id(context, flux_task_id, reattached=True)
             if not self.wait_for_completion:
                 state = info.state.value if info is not None else TaskState.UNKNOWN.value
                 return {"flux_task_id": flux_task_id, "state": state}
@@ -225,7 +229,8 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
             store.set(STATE_KEY, flux_task_id)
         FluxMetrics.of(context).submitted()
         self.log.info("Submitted flux task %s", flux_task_id)
-        self._share_id(context, flux_task_id)
+        self.flux_task_id = flux_task_id
+        share_task_id(context, flux_task_id, reattached=False)
         if not self.wait_for_completion:
             return {"flux_task_id": flux_task_id, "state": "submitted"}
         return self.wait_for_result(context, flux_task_id)
@@ -242,7 +247,7 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
         """
         with contextlib.suppress(MalformedEventError):  # the mixin fails the task with the reason
             self.flux_task_id = TaskEvent.parse(event).flux_task_id
-        self.reattached = self._pulled_reattached(context)
+        self.reattached = pulled_reattached(context, self.task_id, self.log)
         return super().execute_complete(context, event)
 
     def get_openlineage_facets_on_start(self) -> Lineage | None:
@@ -361,66 +366,6 @@ class FluxGenerateImageOperator(FluxWaitMixin, BaseOperator):
                 "Stored %s (%s, sha256 %s)", image.location, bytes_text(image.bytes), image.sha256
             )
         return stored
-
-    def _share_id(self, context: Context, flux_task_id: str) -> None:
-        self.flux_task_id = flux_task_id
-        context["ti"].xcom_push(key=STATE_KEY, value=flux_task_id)
-        context["ti"].xcom_push(key=REATTACHED_KEY, value=self.reattached)
-
-    def _pulled_reattached(self, context: Context) -> bool:
-        """Whether this try re-attached, as its first run recorded before deferring."""
-        ti = context["ti"]
-        try:
-            pulled = ti.xcom_pull(
-                task_ids=self.task_id, key=REATTACHED_KEY, map_indexes=ti.map_index
-            )
-        except Exception as error:
-            # Only lineage reads it: never fail the task over it.
-            self.log.warning(
-                "Could not read XCom %s (%s): assuming no re-attach", REATTACHED_KEY, error
-            )
-            return False
-        return pulled is True
-
-    def _earlier_task(self, store: Any) -> tuple[str, TaskInfo | None] | None:
-        """The earlier try's task if it may be reused, with its info when known.
-
-        Reused when it is still running or succeeded with images, and also when
-        its state cannot be read right now (a transient error): re-attaching
-        costs nothing, while submitting again could pay twice. ``None`` means
-        submit.
-        """
-        if store is None:
-            return None
-        flux_task_id = store.get(STATE_KEY)
-        if not isinstance(flux_task_id, str):
-            return None
-        info = self.read_task(flux_task_id, retry=True)
-        if isinstance(info, NotFoundError):
-            self.log.warning("Previous flux task %s is unknown: submitting anew", flux_task_id)
-            return None
-        if isinstance(info, FluxError):
-            self.log.warning(
-                "Previous flux task %s cannot be checked (%s): re-attaching", flux_task_id, info
-            )
-            return flux_task_id, None
-        failure = info.failure()
-        if failure is not None:
-            self.log.warning(
-                "Previous flux task %s gave no image (%s): submitting anew", flux_task_id, failure
-            )
-            return None
-        if info.state is TaskState.SUCCESS:
-            self.log.info(
-                "Previous flux task %s succeeded: reusing it, not submitting", flux_task_id
-            )
-        else:
-            self.log.info(
-                "Re-attaching to previous flux task %s (%s): not submitting",
-                flux_task_id,
-                info.raw_state,
-            )
-        return flux_task_id, info
 
 
 def _made_by(context: Context) -> dict[str, Any]:
