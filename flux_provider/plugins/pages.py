@@ -56,7 +56,10 @@ def task_label(key: TaskKey) -> str:
 
 def _image_tag(address: str | None, alt: str) -> str:
     if address is None:
-        return "<p class='note'>No image address recorded.</p>"
+        return (
+            "<p class='note'>No image to show: no stored copy that checks out "
+            "and no http(s) result URL.</p>"
+        )
     return f"<img src='{escape(address)}' alt='{escape(alt)}' loading='lazy'>"
 
 
