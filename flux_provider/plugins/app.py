@@ -25,7 +25,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from flux_provider.plugins import access, pages
-from flux_provider.plugins.paths import URL_PREFIX, image_path
+from flux_provider.plugins.headers import SANDBOX_POLICY
+from flux_provider.plugins.paths import URL_PREFIX, image_path, web_origin
 from flux_provider.plugins.results import (
     FluxResult,
     Image,
@@ -89,10 +90,12 @@ def _refused(key: TaskKey, index: int, refusal: UnverifiedImageError) -> None:
 
 class _ImageAddresses:
     """Where a page loads each image from: a stored copy through this app when its location
-    checks out, otherwise the API's own http(s) URL."""
+    checks out, otherwise the API's own http(s) URL; remembers those URLs' origins for the
+    page's Content-Security-Policy."""
 
     def __init__(self, request: Request) -> None:
         self.root = request.scope.get("root_path") or URL_PREFIX
+        self.origins: set[str] = set()
 
     def __call__(self, result: FluxResult, image: Image) -> str | None:
         if image.location is not None:
@@ -107,13 +110,16 @@ class _ImageAddresses:
                 _refused(result.key, image.index, refusal)
                 return None
             return image_path(result.key, image.index, root=self.root)
-        if image.result_url and image.result_url.startswith(("https://", "http://")):
-            return image.result_url
-        return None
+        origin = web_origin(image.result_url) if image.result_url else None
+        if origin is None:
+            return None
+        self.origins.add(origin)
+        return image.result_url
 
 
 def _page(html: str, addresses: _ImageAddresses) -> HTMLResponse:
-    return HTMLResponse(html, headers=_NO_STORE)
+    policy = pages.page_policy(addresses.origins)
+    return HTMLResponse(html, headers={**_NO_STORE, "Content-Security-Policy": policy})
 
 
 def _serve(session: Any, key: TaskKey, index: int) -> StreamingResponse:
@@ -138,7 +144,7 @@ def _serve(session: Any, key: TaskKey, index: int) -> StreamingResponse:
             "Cache-Control": "private, max-age=300",
             "Content-Length": str(verified.size),
             "Content-Disposition": f'inline; filename="{verified.name}"',
-            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": SANDBOX_POLICY,
         },
     )
 

@@ -6,6 +6,8 @@ auth manager's ``user`` role) rewrites a task's ``return_value`` through Airflow
 (``PATCH .../xcomEntries/return_value``) to point the plugin at files it must not serve. Each
 attempt must end in a 404 (and the page must not link a location that is not the operator's
 file), with a warning in the API server's log that names the task instance, never the file.
+Every answer of the plugin, errors included, carries ``nosniff`` and a restrictive
+Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -393,3 +395,59 @@ def test_a_run_whose_conf_steered_download_to_serves_only_its_own_image(
             _assert_refused(
                 api_server, caplog, run_id, STEERED_TASK, secrets, dag_id=STEERED_DAG, linked=linked
             )
+
+
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+
+
+ROUTES: dict[str, tuple[Callable[[str], str], str | None, int]] = {
+    "task-page": (lambda run_id: _page_url(run_id, "genuine"), EDITOR, 200),
+    "gallery": (lambda run_id: "/flux/run/" + _path(DAG_ID, run_id), EDITOR, 200),
+    "image": (lambda run_id: _image_url(run_id, "genuine"), EDITOR, 200),
+    "no-credential": (lambda run_id: _image_url(run_id, "genuine"), None, 401),
+    "no-access": (lambda run_id: _page_url(run_id, "genuine", STEERED_DAG), "outsider", 403),
+    "no-such-image": (lambda run_id: _image_url(run_id, "genuine", index=7), EDITOR, 404),
+    "no-such-route": (lambda run_id: "/flux/nothing-here", EDITOR, 404),
+    "bad-map-index": (
+        lambda run_id: "/flux/ti/" + _path(DAG_ID, run_id, "genuine", "x"),
+        EDITOR,
+        422,
+    ),
+}
+"""Each kind of answer: its path for a run, who asks, and the status."""
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_answer_carries_the_security_headers(
+    api_server: TestClient, targets: dict[str, Any], route: str
+) -> None:
+    path, user, status = ROUTES[route]
+    answer = api_server.get(path(targets["run_id"]), headers=bearer(user) if user else {})
+    assert answer.status_code == status, answer.text
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers[name] == value
+    policy = answer.headers["content-security-policy"]
+    if route in ("task-page", "gallery"):
+        directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+        assert directives["default-src"] == "'none'"
+        assert directives["img-src"] == "'self'"
+        assert directives["frame-ancestors"] == "'self'"
+        assert re.fullmatch(r"'sha256-[A-Za-z0-9+/]+=*'", directives["style-src"])
+        assert "script-src" not in directives
+    else:
+        assert policy == "default-src 'none'; frame-ancestors 'self'; sandbox"
+
+
+def test_a_page_allows_only_the_result_url_origins_it_shows(
+    api_server: TestClient, targets: dict[str, Any]
+) -> None:
+    run_id = targets["run_id"]
+    result = _result(api_server, run_id, "neighbour")
+    urls = ["https://cdn.example:8443/a.png?sig=1", "javascript:alert(1)", "https://x'y/z.png"]
+    edited = {key: value for key, value in result.items() if key != "stored"}
+    with _tampered(api_server, run_id, "neighbour", {**edited, "result_urls": urls}):
+        page = api_server.get(_page_url(run_id, "neighbour"), headers=bearer(EDITOR))
+    assert page.status_code == 200
+    assert re.findall(r"<img src='([^']+)'", page.text) == [urls[0]]
+    policy = page.headers["content-security-policy"]
+    assert "img-src 'self' https://cdn.example:8443;" in policy
