@@ -90,12 +90,12 @@ def _refused(key: TaskKey, index: int, refusal: UnverifiedImageError) -> None:
 
 class _ImageAddresses:
     """Where a page loads each image from: a stored copy through this app when its location
-    checks out, otherwise the API's own http(s) URL; remembers those URLs' origins for the
-    page's Content-Security-Policy."""
+    checks out, otherwise the API's own http(s) URL; remembers the origins the page's
+    Content-Security-Policy must allow for them."""
 
     def __init__(self, request: Request) -> None:
         self.root = request.scope.get("root_path") or URL_PREFIX
-        self.origins: set[str] = set()
+        self.origins: set[str] = _own_origins(request)
 
     def __call__(self, result: FluxResult, image: Image) -> str | None:
         if image.location is not None:
@@ -115,6 +115,16 @@ class _ImageAddresses:
             return None
         self.origins.add(origin)
         return image.result_url
+
+
+def _own_origins(request: Request) -> set[str]:
+    """The API server's origin as this request and ``[api] base_url`` name it. The UI shows the
+    pages in iframes sandboxed without ``allow-same-origin``, where not every browser matches
+    ``'self'`` against the page's own address."""
+    from airflow.configuration import conf
+
+    addresses = [str(request.base_url), conf.get("api", "base_url", fallback="") or ""]
+    return {origin for origin in map(web_origin, addresses) if origin is not None}
 
 
 def _page(html: str, addresses: _ImageAddresses) -> HTMLResponse:
