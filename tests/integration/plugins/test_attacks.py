@@ -3,7 +3,8 @@
 ``dag.test()`` runs ``flux_images_targets`` (tests/dags) against the fake API, so genuine
 results and stored images exist. Then a user who is no admin but may edit XComs (the simple
 auth manager's ``user`` role) rewrites a task's ``return_value`` through Airflow's REST API
-(``PATCH .../xcomEntries/return_value``) to point the plugin at files it must not serve. Each
+(``PATCH .../xcomEntries/return_value``; on Airflow 3.1, whose ``PATCH`` cannot store a
+mapping, ``POST``) to point the plugin at files it must not serve. Each
 attempt must end in a 404 (and the page must not link a location that is not the operator's
 file), with a warning in the API server's log that names the task instance, never the file.
 Every answer of the plugin, errors included, carries ``nosniff`` and a restrictive
@@ -98,9 +99,37 @@ def targets(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def _result(api_server: TestClient, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
-    answer = api_server.get(_xcom_url(run_id, task_id, dag_id), headers=bearer(EDITOR))
+    answer = api_server.get(
+        _xcom_url(run_id, task_id, dag_id) + "?deserialize=true", headers=bearer(EDITOR)
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["value"]
+
+
+def _write_return_value(
+    api_server: TestClient, user: str, run_id: str, task_id: str, value: Any, dag_id: str
+) -> None:
+    """``user`` sets the task's return value through the REST API: ``PATCH`` where Airflow
+    stores the value as sent (3.2+). Airflow 3.1's ``PATCH`` stores the value's JSON text, a
+    string no reader takes for a result; there a user creates the XCom instead (``POST``, on a
+    task instance without one, which the row's removal stands for here)."""
+    url = _xcom_url(run_id, task_id, dag_id)
+    edited = api_server.patch(url, headers=bearer(user), json={"value": value})
+    assert edited.status_code == 200, edited.text
+    if _result(api_server, run_id, task_id, dag_id) == value:
+        return
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(XComModel).filter_by(
+            dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=-1, key="return_value"
+        ).delete()
+    created = api_server.post(
+        url.rsplit("/", 1)[0], headers=bearer(user), json={"key": "return_value", "value": value}
+    )
+    assert created.status_code == 201, created.text
+    assert _result(api_server, run_id, task_id, dag_id) == value
 
 
 @contextlib.contextmanager
@@ -110,14 +139,11 @@ def _tampered(
     """The task's return value rewritten by the non-admin editor through the REST API, and
     put back afterwards."""
     original = _result(api_server, run_id, task_id, dag_id)
-    url = _xcom_url(run_id, task_id, dag_id)
-    edited = api_server.patch(url, headers=bearer(EDITOR), json={"value": value})
-    assert edited.status_code == 200, edited.text
+    _write_return_value(api_server, EDITOR, run_id, task_id, value, dag_id)
     try:
         yield
     finally:
-        restored = api_server.patch(url, headers=bearer("admin"), json={"value": original})
-        assert restored.status_code == 200, restored.text
+        _write_return_value(api_server, "admin", run_id, task_id, original, dag_id)
 
 
 @contextlib.contextmanager
