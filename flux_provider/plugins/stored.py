@@ -95,7 +95,7 @@ def stored_file(
     download_to: Any, flux_task_id: Any, index: int, location: Any
 ) -> ObjectStoragePath:
     """The file the operator writes for image ``index`` of ``flux_task_id`` in ``download_to``,
-    if ``location`` is exactly that file's address (no I/O).
+    if ``location`` is exactly that file's address (nothing is opened or read).
 
     Anything else (another folder, scheme or bucket, ``..``, percent-encoding, another name)
     raises :class:`UnverifiedImageError`.
@@ -139,11 +139,14 @@ def download_folder(rendered: Any) -> ObjectStoragePath:
     if isinstance(rendered, Mapping) and isinstance(rendered.get("path"), str):
         conn_id = rendered.get("conn_id")
         options = rendered.get("kwargs")
-        return ObjectStoragePath(
-            rendered["path"],
-            conn_id=conn_id if isinstance(conn_id, str) and conn_id else None,
-            **(dict(options) if isinstance(options, Mapping) else {}),
-        )
+        try:
+            return ObjectStoragePath(
+                rendered["path"],
+                conn_id=conn_id if isinstance(conn_id, str) and conn_id else None,
+                **(dict(options) if isinstance(options, Mapping) else {}),
+            )
+        except (TypeError, ValueError):
+            raise UnverifiedImageError("the rendered download_to is not a folder") from None
     raise UnverifiedImageError(
         "no rendered download_to is recorded for this task instance (Airflow keeps rendered "
         "fields for a number of recent runs only)"
@@ -168,9 +171,12 @@ def _open_stored(path: ObjectStoragePath) -> IO[bytes]:
             opened: IO[bytes] = path.open("rb")  # type: ignore[no-untyped-call]
             return opened
         return _open_local(path.path, path.name)
+    except UnverifiedImageError:
+        raise
     except (FileNotFoundError, NotADirectoryError):
         raise UnverifiedImageError("the stored copy is missing") from None
-    except OSError as error:
+    except Exception as error:
+        # Object stores raise errors of their own (no filesystem for the scheme, credentials…).
         raise UnverifiedImageError(
             f"the stored copy cannot be read ({type(error).__name__})"
         ) from None

@@ -127,6 +127,19 @@ def test_the_rendered_form_of_an_object_storage_path_is_its_folder() -> None:
         stored_file(rendered, FLUX_ID, 0, other_bucket)
 
 
+def test_a_store_that_cannot_be_read_is_a_refusal_not_an_error() -> None:
+    # A store Airflow has no filesystem for (no connection attached under that id).
+    folder = ObjectStoragePath("memory://flux-unit-bucket/out", conn_id="flux_not_attached")
+    record = _record(str(folder / f"{FLUX_ID}_0.png"), PNG)
+    assert "cannot be read" in _refusal(folder.serialize(), record)
+    # Folders that cannot be built (or, on older universal-pathlib, opened) are refusals too.
+    for rendered in (
+        {"path": "flux-no-such-scheme://bucket/out"},
+        {"path": "memory://bucket/out", "kwargs": {"conn_id": "twice"}},
+    ):
+        assert _refusal(rendered, {**record, "location": f"{rendered['path']}/{FLUX_ID}_0.png"})
+
+
 def test_a_string_download_to_is_read_as_the_operator_reads_it(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
