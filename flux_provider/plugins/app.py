@@ -7,12 +7,17 @@ Routes (each authorised by :mod:`~flux_provider.plugins.access`):
 * ``GET /images/{dag_id}/{run_id}/{task_id}/{map_index}/{index}``: one stored image (the
   pages and the human-review form's body show it from here).
 
-An image is streamed from the storage its task recorded, with the content type recorded
-there; the request only says which task instance and which image of its result.
+The request only says which task instance and which image of its result. An image is served
+only when :func:`~flux_provider.plugins.stored.verified_image` vouches for it (the file the
+operator wrote in the task instance's rendered ``download_to``, with the recorded size and
+SHA-256, a raster image by its bytes), with the content type its bytes' signature names; any
+other stored copy is a 404 and a warning naming the task instance, never the location. A page
+links only stored copies whose location passes the same check.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -20,7 +25,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from flux_provider.plugins import access, pages
-from flux_provider.plugins.paths import URL_PREFIX, image_path
+from flux_provider.plugins.headers import SANDBOX_POLICY
+from flux_provider.plugins.paths import URL_PREFIX, image_path, web_origin
 from flux_provider.plugins.results import (
     FluxResult,
     Image,
@@ -29,8 +35,11 @@ from flux_provider.plugins.results import (
     task_result,
     task_state,
 )
+from flux_provider.plugins.stored import UnverifiedImageError, stored_file, verified_image
 
-CHUNK_BYTES = 256 * 1024
+log = logging.getLogger(__name__)
+
+NOT_SERVED = "this image's stored copy is missing or does not match its task's result"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -66,46 +75,86 @@ def _map_index(segment: str) -> int:
         ) from None
 
 
-def _image_address(request: Request) -> pages.ImageAddress:
-    """Stored copies through this app; otherwise the API's own http(s) URL."""
-    root = request.scope.get("root_path") or URL_PREFIX
+def _refused(key: TaskKey, index: int, refusal: UnverifiedImageError) -> None:
+    """Log a refused stored copy by its task instance and position, never its location."""
+    log.warning(
+        "FLUX images: not serving image %d of dag_id=%r run_id=%r task_id=%r map_index=%d: %s",
+        index,
+        key.dag_id,
+        key.run_id,
+        key.task_id,
+        key.map_index,
+        refusal,
+    )
 
-    def address(result: FluxResult, image: Image) -> str | None:
+
+class _ImageAddresses:
+    """Where a page loads each image from: a stored copy through this app when its location
+    checks out, otherwise the API's own http(s) URL; remembers the origins the page's
+    Content-Security-Policy must allow for them."""
+
+    def __init__(self, request: Request) -> None:
+        self.root = request.scope.get("root_path") or URL_PREFIX
+        self.origins: set[str] = _own_origins(request)
+
+    def __call__(self, result: FluxResult, image: Image) -> str | None:
         if image.location is not None:
-            return image_path(result.key, image.index, root=root)
-        if image.result_url and image.result_url.startswith(("https://", "http://")):
-            return image.result_url
-        return None
+            try:
+                stored_file(
+                    result.download_to,
+                    result.value.get("flux_task_id"),
+                    image.index,
+                    image.location,
+                )
+            except UnverifiedImageError as refusal:
+                _refused(result.key, image.index, refusal)
+                return None
+            return image_path(result.key, image.index, root=self.root)
+        origin = web_origin(image.result_url) if image.result_url else None
+        if origin is None:
+            return None
+        self.origins.add(origin)
+        return image.result_url
 
-    return address
+
+def _own_origins(request: Request) -> set[str]:
+    """The API server's origin as this request and ``[api] base_url`` name it. The UI shows the
+    pages in iframes sandboxed without ``allow-same-origin``, where not every browser matches
+    ``'self'`` against the page's own address."""
+    from airflow.configuration import conf
+
+    addresses = [str(request.base_url), conf.get("api", "base_url", fallback="") or ""]
+    return {origin for origin in map(web_origin, addresses) if origin is not None}
 
 
-def _stream(session: Any, key: TaskKey, index: int) -> StreamingResponse:
-    from airflow.sdk import ObjectStoragePath
+def _page(html: str, addresses: _ImageAddresses) -> HTMLResponse:
+    policy = pages.page_policy(addresses.origins)
+    return HTMLResponse(html, headers={**_NO_STORE, "Content-Security-Policy": policy})
 
+
+def _serve(session: Any, key: TaskKey, index: int) -> StreamingResponse:
     result = task_result(session, key)
     images = result.images if result is not None else []
-    if not 0 <= index < len(images):
+    if result is None or not 0 <= index < len(images):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such image in this task's result")
     image = images[index]
     if image.location is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this image has no stored copy")
-    path = ObjectStoragePath(image.location)
-    if not path.exists():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "the stored copy is missing")
-
-    def chunks() -> Iterator[bytes]:
-        with path.open("rb") as source:  # type: ignore[no-untyped-call]
-            while chunk := source.read(CHUNK_BYTES):
-                yield chunk
-
+    try:
+        verified = verified_image(
+            result.download_to, result.value.get("flux_task_id"), index, image.stored
+        )
+    except UnverifiedImageError as refusal:
+        _refused(key, index, refusal)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_SERVED) from None
     return StreamingResponse(
-        chunks(),
-        media_type=image.content_type,
+        verified.chunks(),
+        media_type=verified.content_type,
         headers={
             "Cache-Control": "private, max-age=300",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": f'inline; filename="{path.name}"',
+            "Content-Length": str(verified.size),
+            "Content-Disposition": f'inline; filename="{verified.name}"',
+            "Content-Security-Policy": SANDBOX_POLICY,
         },
     )
 
@@ -128,8 +177,8 @@ def create_app() -> FastAPI:
         key = TaskKey(dag_id, run_id, task_id, _map_index(map_index))
         result = task_result(session, key)
         state = task_state(session, key) if result is None else None
-        html = pages.task_page(key, result, state, _image_address(request))
-        return HTMLResponse(html, headers=_NO_STORE)
+        addresses = _ImageAddresses(request)
+        return _page(pages.task_page(key, result, state, addresses), addresses)
 
     @app.get("/run/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_gallery(
@@ -137,8 +186,8 @@ def create_app() -> FastAPI:
     ) -> HTMLResponse:
         access.authorize(user, dag_id)
         results = run_results(session, dag_id, run_id)
-        html = pages.gallery_page(dag_id, run_id, results, _image_address(request))
-        return HTMLResponse(html, headers=_NO_STORE)
+        addresses = _ImageAddresses(request)
+        return _page(pages.gallery_page(dag_id, run_id, results, addresses), addresses)
 
     @app.get("/images/{dag_id}/{run_id}/{task_id}/{map_index}/{index}")
     def stored_image(
@@ -151,6 +200,6 @@ def create_app() -> FastAPI:
         session: Session,
     ) -> StreamingResponse:
         access.authorize(user, dag_id)
-        return _stream(session, TaskKey(dag_id, run_id, task_id, _map_index(map_index)), index)
+        return _serve(session, TaskKey(dag_id, run_id, task_id, _map_index(map_index)), index)
 
     return app

@@ -14,7 +14,8 @@ from flux_provider.plugins.paths import URL_PREFIX
 
 
 class LazyApp:
-    """An ASGI app that builds :func:`flux_provider.plugins.app.create_app` on its first call."""
+    """An ASGI app that builds :func:`flux_provider.plugins.app.create_app` on its first call,
+    inside :class:`~flux_provider.plugins.headers.SecurityHeaders`."""
 
     def __init__(self) -> None:
         self._app: Any = None
@@ -23,8 +24,9 @@ class LazyApp:
         """Serve one ASGI connection with the real app."""
         if self._app is None:
             from flux_provider.plugins.app import create_app
+            from flux_provider.plugins.headers import SecurityHeaders
 
-            self._app = create_app()
+            self._app = SecurityHeaders(create_app())
         await self._app(scope, receive, send)
 
 

@@ -2,11 +2,15 @@
 
 They are shown inside the Airflow UI in sandboxed iframes that run no script, so they are
 plain server-rendered HTML with their own small stylesheet (light and dark, as the UI is).
-Every value from a result is escaped; image addresses come from the caller.
+Every value from a result is escaped; image addresses come from the caller. Each page is sent
+with :func:`page_policy`: no script at all, the stylesheet allowed by its hash, images only
+from the API server itself and the result URLs' origins the page shows.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable, Iterable
 from html import escape
 
@@ -40,6 +44,19 @@ code { font-size: 12px; }
 .card .meta { color: var(--muted); font-size: 12px; word-break: break-all; }
 """
 
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+
+
+def page_policy(image_origins: Iterable[str] = ()) -> str:
+    """The Content-Security-Policy of a page whose images come from the API server itself
+    (``'self'``) and ``image_origins`` (``https://host[:port]``, see
+    :func:`~flux_provider.plugins.paths.web_origin`)."""
+    images = " ".join(["'self'", *sorted(set(image_origins))])
+    return (
+        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src {images}; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+    )
+
 
 def _page(title: str, body: str) -> str:
     return (
@@ -56,7 +73,10 @@ def task_label(key: TaskKey) -> str:
 
 def _image_tag(address: str | None, alt: str) -> str:
     if address is None:
-        return "<p class='note'>No image address recorded.</p>"
+        return (
+            "<p class='note'>No image to show: no stored copy that checks out "
+            "and no http(s) result URL.</p>"
+        )
     return f"<img src='{escape(address)}' alt='{escape(alt)}' loading='lazy'>"
 
 

@@ -1,8 +1,9 @@
 """The FLUX results a task instance returned, read from Airflow's metadata database.
 
-Only what a FLUX task recorded in its ``return_value`` XCom is ever shown or served: an image
-is addressed by its task instance and its position in that result, never by a path or URL
-taken from a request.
+An image is addressed by its task instance and its position in that task's ``return_value``
+XCom, never by a path or URL taken from a request. That XCom can be edited through Airflow's
+REST API, so each result comes with what the API cannot write: the task instance's rendered
+``download_to``, against which :mod:`~flux_provider.plugins.stored` checks a stored copy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from flux_provider.api.formatting import bytes_text, credits_text, seconds_text
 
 RETURN_VALUE = "return_value"
+DOWNLOAD_TO = "download_to"
 
 CODE_FACTS = frozenset({"Flux task", "SHA-256", "Stored at", "Result URL"})
 """The facts that are identifiers or addresses (shown in a monospaced font)."""
@@ -46,19 +48,15 @@ class Image:
         value = (self.stored or {}).get("location")
         return value if isinstance(value, str) and value else None
 
-    @property
-    def content_type(self) -> str:
-        """The stored copy's content type as recorded (``image/png`` when unknown)."""
-        value = (self.stored or {}).get("content_type")
-        return value if isinstance(value, str) and value.startswith("image/") else "image/png"
-
 
 @dataclass(frozen=True)
 class FluxResult:
-    """A FLUX task's return value and the task instance that returned it."""
+    """A FLUX task's return value, the task instance that returned it, and that task
+    instance's rendered ``download_to`` (``None`` when Airflow holds none)."""
 
     key: TaskKey
     value: Mapping[str, Any]
+    download_to: Any = None
 
     @property
     def request(self) -> Mapping[str, Any]:
@@ -130,7 +128,9 @@ def task_result(session: Session, key: TaskKey) -> FluxResult | None:
     if row is None:
         return None
     value = XComModel.deserialize_value(row)
-    return FluxResult(key, value) if is_flux_result(value) else None
+    if not is_flux_result(value):
+        return None
+    return FluxResult(key, value, _rendered_download_to(session, key))
 
 
 def run_results(session: Session, dag_id: str, run_id: str) -> list[FluxResult]:
@@ -146,12 +146,37 @@ def run_results(session: Session, dag_id: str, run_id: str) -> list[FluxResult]:
         )
         .order_by(XComModel.task_id, XComModel.map_index)
     )
+    folders = _run_download_to(session, dag_id, run_id)
     found = []
     for row in session.execute(query):
         value = XComModel.deserialize_value(row)
         if is_flux_result(value):
-            found.append(FluxResult(TaskKey(dag_id, run_id, row.task_id, row.map_index), value))
+            key = TaskKey(dag_id, run_id, row.task_id, row.map_index)
+            found.append(FluxResult(key, value, folders.get((row.task_id, row.map_index))))
     return found
+
+
+def _rendered_download_to(session: Session, key: TaskKey) -> Any:
+    """The rendered ``download_to`` of one task instance, as Airflow stored it."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
+
+    query = select(Rendered.rendered_fields).where(*_of_task_instance(Rendered, key))
+    fields = session.execute(query).scalar()
+    return fields.get(DOWNLOAD_TO) if isinstance(fields, Mapping) else None
+
+
+def _run_download_to(session: Session, dag_id: str, run_id: str) -> dict[tuple[str, int], Any]:
+    """The rendered ``download_to`` of each task instance of a run, by task id and map index."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
+
+    query = select(Rendered.task_id, Rendered.map_index, Rendered.rendered_fields).where(
+        Rendered.dag_id == dag_id, Rendered.run_id == run_id
+    )
+    return {
+        (row.task_id, row.map_index): row.rendered_fields.get(DOWNLOAD_TO)
+        for row in session.execute(query)
+        if isinstance(row.rendered_fields, Mapping)
+    }
 
 
 def task_state(session: Session, key: TaskKey) -> str | None:

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.plugins.auth import OUTSIDER
+from tests.integration.plugins.auth import ROLES
 
 AUTH_ENV = {
     "AIRFLOW__CORE__AUTH_MANAGER": "tests.integration.plugins.auth.DenyingAuthManager",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{OUTSIDER}:viewer",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in ROLES.items()),
     "AIRFLOW__API_AUTH__JWT_SECRET": "flux-ui-tests-" + "0" * 64,
 }
 
@@ -45,8 +45,7 @@ def bearer(username: str) -> dict[str, str]:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    role = "admin" if username == "admin" else "viewer"
     token: Any = get_auth_manager().generate_jwt(
-        SimpleAuthManagerUser(username=username, role=role)
+        SimpleAuthManagerUser(username=username, role=ROLES[username])
     )
     return {"Authorization": f"Bearer {token}"}

@@ -55,7 +55,7 @@ def test_an_image_without_an_address_is_said_to_be_missing() -> None:
     result = _result(result_urls=["https://cdn.example/a.png"])
     html = task_page(KEY, result, None, lambda result, image: None)
     assert "<img" not in html
-    assert "No image address recorded" in html
+    assert "No image to show" in html
 
 
 def test_the_gallery_labels_cards_by_task_and_map_index() -> None:
