@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, ObjectStoragePath, Param, task
+from airflow.sdk import DAG, Param, task
 
+from flux_provider.api.results import GenerationResult
+from flux_provider.hooks.storage import storage_path
 from flux_provider.operators import FluxGenerateImageOperator
 from flux_provider.plugins.review import review_body
+from flux_provider.plugins.stored import stored_file
 
 OUTPUT_ROOT = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "flux_output"
 
@@ -65,20 +68,23 @@ with DAG(
     )
 
     @task
-    def publish(result: dict[str, Any], publish_dir: str) -> list[str]:
-        """Copy the approved images to ``publish_dir`` (any object storage path)."""
-        target = ObjectStoragePath(
-            publish_dir if "://" in publish_dir else Path(publish_dir).resolve().as_uri()
-        )
+    def publish(result: dict[str, Any], review_dir: str, publish_dir: str) -> list[str]:
+        """Copy the approved images to ``publish_dir`` (any object storage path).
+
+        Only files the generate task wrote into ``review_dir`` are copied: the result comes
+        from XCom, which a user allowed to edit XComs could point at any other file.
+        """
+        result_value = GenerationResult.from_xcom(result)
+        target = storage_path(publish_dir)
         target.mkdir(parents=True, exist_ok=True)
         published = []
-        for image in result["stored"]:
-            source = ObjectStoragePath(image["location"])
+        for index, image in enumerate(result_value.stored or ()):
+            source = stored_file(review_dir, result_value.flux_task_id, index, image.location)
             destination = target / source.name
             with source.open("rb") as reader, destination.open("wb") as writer:
                 shutil.copyfileobj(reader, writer)
             published.append(str(destination))
         return published
 
-    review >> publish(generate.output, "{{ params.publish_dir }}")
+    review >> publish(generate.output, "{{ params.review_dir }}", "{{ params.publish_dir }}")
     generate >> review

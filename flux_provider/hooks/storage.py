@@ -22,5 +22,7 @@ def storage_path(target: str | ObjectStoragePath) -> ObjectStoragePath:
     if not text:
         raise InvalidInputError("download_to is empty")
     if "://" not in text:
-        text = Path(text).expanduser().resolve().as_uri()
+        # Not Path.as_uri(): ObjectStoragePath takes a URL's path literally, so a folder "a b"
+        # would become one named "a%20b".
+        text = "file://" + str(Path(text).expanduser().resolve())
     return ObjectStoragePath(text)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from flux_provider.api.downloads import EXTENSION_BY_CONTENT_TYPE
+from flux_provider.api.images import SIGNATURE_BYTES, image_type
 from flux_provider.api.models import FLUX_TASK_ID_PATTERN
 
 if TYPE_CHECKING:
@@ -124,12 +125,12 @@ def download_folder(rendered: Any) -> ObjectStoragePath:
 
     Airflow keeps a ``str`` as it is and an ``ObjectStoragePath`` as its ``serialize()`` form
     (``{"path": ..., "conn_id": ..., "kwargs": ...}``); a string goes through the operator's
-    own :func:`~flux_provider.operators.generate.storage_path`, as it did when the task ran.
+    own :func:`~flux_provider.hooks.storage.storage_path`, as it did when the task ran.
     """
     from airflow.sdk import ObjectStoragePath
 
     from flux_provider.api.errors import FluxError
-    from flux_provider.operators.generate import storage_path
+    from flux_provider.hooks.storage import storage_path
 
     if isinstance(rendered, str):
         try:
@@ -223,16 +224,16 @@ def raster_type(content: IO[bytes], size: int) -> str:
     """The content type of ``content`` (``size`` bytes) by its signature: PNG, JPEG, WebP or
     GIF, each required to end where its format ends (so no HTML rides along after it)."""
     content.seek(0)
-    head = content.read(16)
-    if head.startswith(_PNG_SIGNATURE) and _png_ends_with_iend(content, size):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff") and _tail(content, size, 2) == b"\xff\xd9":
-        return "image/jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and _riff_size(head) == size:
-        return "image/webp"
-    if head[:6] in (b"GIF87a", b"GIF89a") and _tail(content, size, 1) == b";":
-        return "image/gif"
-    raise UnverifiedImageError("the stored copy is not a whole PNG, JPEG, WebP or GIF image")
+    kind = image_type(content.read(SIGNATURE_BYTES))
+    whole = {
+        "image/png": lambda: _png_ends_with_iend(content, size),
+        "image/jpeg": lambda: _tail(content, size, 2) == b"\xff\xd9",
+        "image/webp": lambda: _riff_size(content) == size,
+        "image/gif": lambda: _tail(content, size, 1) == b";",
+    }
+    if kind is None or not whole[kind]():
+        raise UnverifiedImageError("the stored copy is not a whole PNG, JPEG, WebP or GIF image")
+    return kind
 
 
 def _png_ends_with_iend(content: IO[bytes], size: int) -> bool:
@@ -255,5 +256,6 @@ def _tail(content: IO[bytes], size: int, count: int) -> bytes:
     return content.read(count)
 
 
-def _riff_size(head: bytes) -> int:
-    return int.from_bytes(head[4:8], "little") + 8
+def _riff_size(content: IO[bytes]) -> int:
+    content.seek(4)
+    return int.from_bytes(content.read(4), "little") + 8

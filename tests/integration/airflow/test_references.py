@@ -127,3 +127,13 @@ def test_a_batch_reads_each_items_references_and_names_a_bad_one(
     assert item.input_urls is not None
     assert _decoded(item.input_urls[0]) == ("data:image/png;base64", PNG)
     assert fake_api.stats.requests == []
+
+
+@pytest.mark.parametrize("name", ["a b", "100%", "a#b", "dé"])
+def test_a_local_folder_keeps_its_name_whatever_its_characters(tmp_path: Path, name: str) -> None:
+    from flux_provider.hooks.storage import storage_path
+
+    folder = storage_path(str(tmp_path / name))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "x.png").write_bytes(PNG)
+    assert (tmp_path / name / "x.png").read_bytes() == PNG
