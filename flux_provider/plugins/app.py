@@ -32,8 +32,8 @@ from flux_provider.plugins.results import (
     Image,
     TaskKey,
     run_results,
+    task_facts,
     task_result,
-    task_state,
 )
 from flux_provider.plugins.stored import UnverifiedImageError, stored_file, verified_image
 
@@ -102,8 +102,8 @@ class _ImageAddresses:
             try:
                 stored_file(
                     result.download_to,
-                    result.value.get("flux_task_id"),
-                    image.index,
+                    image.generation.flux_task_id,
+                    image.position,
                     image.location,
                 )
             except UnverifiedImageError as refusal:
@@ -142,7 +142,7 @@ def _serve(session: Any, key: TaskKey, index: int) -> StreamingResponse:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this image has no stored copy")
     try:
         verified = verified_image(
-            result.download_to, result.value.get("flux_task_id"), index, image.stored
+            result.download_to, image.generation.flux_task_id, image.position, image.stored
         )
     except UnverifiedImageError as refusal:
         _refused(key, index, refusal)
@@ -176,9 +176,9 @@ def create_app() -> FastAPI:
         access.authorize(user, dag_id)
         key = TaskKey(dag_id, run_id, task_id, _map_index(map_index))
         result = task_result(session, key)
-        state = task_state(session, key) if result is None else None
+        facts = task_facts(session, key) if result is None else None
         addresses = _ImageAddresses(request)
-        return _page(pages.task_page(key, result, state, addresses), addresses)
+        return _page(pages.task_page(key, result, facts, addresses), addresses)
 
     @app.get("/run/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_gallery(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from html import escape
 
 from flux_provider.api.formatting import count_text
-from flux_provider.plugins.results import CODE_FACTS, FluxResult, Image, TaskKey
+from flux_provider.plugins.results import CODE_FACTS, FluxResult, Image, TaskFacts, TaskKey
 
 ImageAddress = Callable[[FluxResult, Image], str | None]
 """Where the page loads an image from (``None``: the image cannot be shown)."""
@@ -29,19 +29,25 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 16px; }
 h1 { font-size: 18px; margin: 0 0 12px; }
 h2 { font-size: 15px; margin: 0 0 8px; }
 .note { color: var(--muted); }
-.image { display: flex; gap: 20px; flex-wrap: wrap; margin-bottom: 24px; }
-.image img { max-width: min(640px, 100%); max-height: 640px; border: 1px solid var(--line); }
+.image { display: flex; gap: 20px; flex-wrap: wrap; align-items: flex-start;
+         margin-bottom: 24px; }
+.image img { display: block; flex: none; width: auto; height: auto;
+             max-width: min(640px, 100%); max-height: 640px; object-fit: contain;
+             border: 1px solid var(--line); }
 table { border-collapse: collapse; }
 th { text-align: left; color: var(--muted); font-weight: normal; padding: 2px 12px 2px 0;
      vertical-align: top; white-space: nowrap; }
-td { padding: 2px 0; word-break: break-word; max-width: 560px; }
+td { padding: 2px 0; overflow-wrap: anywhere; max-width: 560px; }
 code { font-size: 12px; }
-.grid { display: grid; gap: 12px; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
-        padding: 8px; }
-.card img { width: 100%; aspect-ratio: 1; object-fit: contain; display: block; }
-.card .label { font-weight: 600; margin-top: 6px; }
-.card .meta { color: var(--muted); font-size: 12px; word-break: break-all; }
+.grid { display: grid; gap: 12px; align-items: start;
+        grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); }
+.card { margin: 0; min-width: 0; background: var(--card); border: 1px solid var(--line);
+        border-radius: 6px; padding: 8px; }
+.card img { display: block; width: 100%; height: auto; max-height: 360px;
+            object-fit: contain; }
+.card figcaption { min-width: 0; }
+.card .label { font-weight: 600; margin-top: 6px; overflow-wrap: anywhere; }
+.card .meta { color: var(--muted); font-size: 12px; overflow-wrap: anywhere; }
 """
 
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
@@ -71,6 +77,14 @@ def task_label(key: TaskKey) -> str:
     return key.task_id if key.map_index < 0 else f"{key.task_id} [{key.map_index}]"
 
 
+def image_label(image: Image) -> str:
+    """What an image is within its task's result: ``Image 0``, ``Item 7``, ``Item 7 · image 1``."""
+    several = len(image.generation.result_urls) > 1
+    if image.item is None:
+        return f"Image {image.index}"
+    return f"Item {image.item}" + (f" · image {image.position}" if several else "")
+
+
 def _image_tag(address: str | None, alt: str) -> str:
     if address is None:
         return (
@@ -90,27 +104,38 @@ def _details(result: FluxResult, image: Image) -> str:
     return f"<table>{''.join(rows)}</table>"
 
 
+_ENDED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
+
+def no_result_note(facts: TaskFacts | None) -> str:
+    """Why a task instance shows no FLUX image, in plain words."""
+    facts = facts or TaskFacts(None, None)
+    if not facts.makes_flux_images:
+        return f"This task ({facts.operator}) makes no FLUX images."
+    if facts.state in _ENDED:
+        return f"This task instance ended ({facts.state}) without a FLUX result."
+    state = facts.state or "not started"
+    return f"No FLUX images yet: this task instance is {state.replace('_', ' ')}."
+
+
 def task_page(
-    key: TaskKey, result: FluxResult | None, state: str | None, address: ImageAddress
+    key: TaskKey, result: FluxResult | None, facts: TaskFacts | None, address: ImageAddress
 ) -> str:
     """The task-instance tab: each image with what made it."""
     title = f"FLUX images · {task_label(key)}"
     if result is None:
-        shown = state or "not run"
-        body = (
-            f"<h1>{escape(title)}</h1><p class='note'>No FLUX images yet: this task instance "
-            f"has not returned a FLUX result (state: {escape(shown)}).</p>"
-        )
+        body = f"<h1>{escape(title)}</h1><p class='note'>{escape(no_result_note(facts))}</p>"
         return _page(title, body)
     parts = [f"<h1>{escape(title)}</h1>"]
     images = result.images
     if not images:
         parts.append("<p class='note'>The result lists no image.</p>")
     for image in images:
+        label = image_label(image)
         parts.append(
             "<section class='image'>"
-            f"{_image_tag(address(result, image), f'image {image.index}')}"
-            f"<div><h2>Image {image.index}</h2>{_details(result, image)}</div></section>"
+            f"{_image_tag(address(result, image), label)}"
+            f"<div><h2>{escape(label)}</h2>{_details(result, image)}</div></section>"
         )
     return _page(title, "".join(parts))
 
@@ -118,19 +143,20 @@ def task_page(
 def gallery_page(
     dag_id: str, run_id: str, results: Iterable[FluxResult], address: ImageAddress
 ) -> str:
-    """The DAG-run gallery: every FLUX image of the run in a grid, labelled by task and map
-    index."""
+    """The DAG-run gallery: every FLUX image of the run in a grid, labelled by task, map index
+    and (in a batch) item."""
     title = f"FLUX gallery · {dag_id} · {run_id}"
     cards = []
     for result in results:
-        for image in result.images:
+        images = result.images
+        for image in images:
             label = task_label(result.key)
-            if len(result.images) > 1:
-                label += f" · image {image.index}"
-            seed = result.request.get("seed")
-            meta = escape(str(result.value.get("flux_task_id")))
+            if image.item is not None or len(images) > 1:
+                label += f" · {image_label(image).lower()}"
+            seed = (image.generation.request or {}).get("seed")
+            meta = escape(image.generation.flux_task_id)
             if seed is not None:
-                meta += f" · seed {escape(str(seed))}"
+                meta += f" · seed\u00a0{escape(str(seed))}"
             cards.append(
                 f"<figure class='card'>{_image_tag(address(result, image), label)}"
                 f"<figcaption><div class='label'>{escape(label)}</div>"

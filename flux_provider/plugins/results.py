@@ -8,7 +8,8 @@ REST API, so each result comes with what the API cannot write: the task instance
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flux_provider.api.formatting import bytes_text, credits_text, seconds_text
+from flux_provider.api.results import GenerationResult, MalformedResultError
 
 RETURN_VALUE = "return_value"
 DOWNLOAD_TO = "download_to"
@@ -36,17 +38,65 @@ class TaskKey:
 
 @dataclass(frozen=True)
 class Image:
-    """One image of a result: its stored copy when the task made one, else the API's URL."""
+    """One image of a result: its place in the result, the generation that made it, its stored
+    copy's record when the task made one, and the API's URL."""
 
     index: int
-    result_url: str | None
-    stored: Mapping[str, Any] | None
+    """Its position among the result's images: the page's number and the image route's."""
+    generation: GenerationResult
+    """The generation that made it (the whole result, or a batch's item), read through its
+    type; its stored copies are the untrusted :attr:`stored` records instead."""
+    position: int
+    """Its position among its generation's images (the ``_<n>`` of its file)."""
+    item: int | None = None
+    """The batch item it belongs to (``None`` outside a batch)."""
+    stored: Mapping[str, Any] | None = None
+    """Its stored copy's record, as the XCom holds it: checked by
+    :mod:`~flux_provider.plugins.stored` before anything is served from it."""
+
+    @property
+    def result_url(self) -> str | None:
+        """The API's URL of the image (they expire)."""
+        urls = self.generation.result_urls
+        return urls[self.position] if self.position < len(urls) else None
 
     @property
     def location(self) -> str | None:
-        """Where the stored copy is (``file://``, ``s3://``…), ``None`` without one."""
+        """Where the stored copy says it is (``file://``, ``s3://``…), ``None`` without one."""
         value = (self.stored or {}).get("location")
         return value if isinstance(value, str) and value else None
+
+
+Generation = tuple[int | None, GenerationResult, list[Mapping[str, Any]]]
+"""A generation in a result: its batch item's index (``None`` outside a batch), the generation
+read through its type, and its stored copies' records as written."""
+
+
+def _generation(value: Any) -> tuple[GenerationResult, list[Mapping[str, Any]]]:
+    if not isinstance(value, Mapping):
+        raise MalformedResultError("a generation's result is a mapping")
+    stored = value.get("stored")
+    records = [r for r in stored if isinstance(r, Mapping)] if isinstance(stored, list) else []
+    return GenerationResult.from_xcom({**value, "stored": None}), records
+
+
+def generations_of(value: Any) -> list[Generation]:
+    """The generations a FLUX task's return value holds; a batch's failed items made no image
+    and are left out, and so is whatever does not read as a generation."""
+    if isinstance(value, Mapping) and isinstance(value.get("items"), list):
+        found: list[Generation] = []
+        for item in value["items"]:
+            if isinstance(item, Mapping) and item.get("state") == "success":
+                index = item.get("index")
+                with contextlib.suppress(MalformedResultError):
+                    generation, records = _generation(item)
+                    found.append((index if isinstance(index, int) else None, generation, records))
+        return found
+    try:
+        generation, records = _generation(value)
+    except MalformedResultError:
+        return []
+    return [(None, generation, records)]
 
 
 @dataclass(frozen=True)
@@ -59,51 +109,56 @@ class FluxResult:
     download_to: Any = None
 
     @property
-    def request(self) -> Mapping[str, Any]:
-        """What the task asked for (``prompt``, ``seed``…), empty when it did not record it."""
-        asked = self.value.get("input")
-        return asked if isinstance(asked, Mapping) else {}
+    def is_batch(self) -> bool:
+        """Whether the result is a batch's (``{"items": [...]}``)."""
+        return isinstance(self.value.get("items"), list)
+
+    @property
+    def images(self) -> list[Image]:
+        """Every image, generation by generation (a batch's in item order), each in the order
+        of its generation's result URLs."""
+        images: list[Image] = []
+        for item, generation, records in generations_of(self.value):
+            count = max(len(generation.result_urls), len(records))
+            images.extend(
+                Image(
+                    len(images) + position,
+                    generation,
+                    position,
+                    item,
+                    records[position] if position < len(records) else None,
+                )
+                for position in range(count)
+            )
+        return images
 
     def facts(self, image: Image) -> list[tuple[str, str | None]]:
         """What made ``image`` and what it is, as (label, text) pairs; ``None`` when unknown."""
-        asked = self.request
+        generation = image.generation
+        asked = generation.request or {}
         stored = image.stored or {}
+        facts: list[tuple[str, str | None]] = [("Flux task", generation.flux_task_id)]
+        if image.item is not None:
+            facts.append(("Batch item", str(image.item)))
         return [
-            ("Flux task", _text(self.value.get("flux_task_id"))),
+            *facts,
             ("Prompt", _text(asked.get("prompt"))),
             ("Seed", _text(asked.get("seed"))),
             ("Aspect ratio", _text(asked.get("aspect_ratio"))),
             ("Resolution", _text(asked.get("resolution"))),
-            ("Credits", _number(self.value.get("credits"), credits_text)),
-            ("Duration", _number(self.value.get("duration_s"), seconds_text)),
+            ("Credits", _number(generation.task.credits, credits_text)),
+            ("Duration", _number(generation.task.duration_s, seconds_text)),
             ("Size", _number(stored.get("bytes"), lambda size: bytes_text(int(size)))),
             ("SHA-256", _text(stored.get("sha256"))),
             ("Stored at", image.location),
             ("Result URL", image.result_url),
         ]
 
-    @property
-    def images(self) -> list[Image]:
-        """Every image, in the order of the API's result URLs."""
-        urls = [url for url in _list(self.value.get("result_urls")) if isinstance(url, str)]
-        stored = [item for item in _list(self.value.get("stored")) if isinstance(item, Mapping)]
-        count = max(len(urls), len(stored))
-        return [
-            Image(
-                index=index,
-                result_url=urls[index] if index < len(urls) else None,
-                stored=stored[index] if index < len(stored) else None,
-            )
-            for index in range(count)
-        ]
-
 
 def is_flux_result(value: Any) -> bool:
-    """Whether an XCom value has the shape of a FLUX operator's or sensor's result."""
-    return (
-        isinstance(value, Mapping)
-        and isinstance(value.get("flux_task_id"), str)
-        and isinstance(value.get("result_urls"), list)
+    """Whether an XCom value is a FLUX operator's, sensor's or batch's result."""
+    return isinstance(value, Mapping) and (
+        isinstance(value.get("items"), list) or bool(generations_of(value))
     )
 
 
@@ -179,17 +234,34 @@ def _run_download_to(session: Session, dag_id: str, run_id: str) -> dict[tuple[s
     }
 
 
-def task_state(session: Session, key: TaskKey) -> str | None:
-    """The task instance's state (``None`` when it has none, or does not exist)."""
+@dataclass(frozen=True)
+class TaskFacts:
+    """What the page says about a task instance without a FLUX result."""
+
+    state: str | None
+    """Its state (``None`` when it has none, or does not exist)."""
+    operator: str | None
+    """Its operator as the UI names it (``@task.flux_image``, ``ApprovalOperator``…)."""
+
+    @property
+    def makes_flux_images(self) -> bool:
+        """Whether its operator is one of this provider's (or unknown: then it may be)."""
+        name = (self.operator or "").lstrip("_")
+        return not name or name.startswith(("Flux", "@task.flux"))
+
+
+def task_facts(session: Session, key: TaskKey) -> TaskFacts:
+    """The state and the operator of one task instance."""
     from airflow.models.taskinstance import TaskInstance
 
-    query = select(TaskInstance.state).where(*_of_task_instance(TaskInstance, key))
-    state = session.execute(query).scalar()
-    return None if state is None else str(getattr(state, "value", state))
-
-
-def _list(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, list) else []
+    query = select(
+        TaskInstance.state, TaskInstance.operator, TaskInstance.custom_operator_name
+    ).where(*_of_task_instance(TaskInstance, key))
+    row = session.execute(query).first()
+    if row is None:
+        return TaskFacts(None, None)
+    state = None if row.state is None else str(getattr(row.state, "value", row.state))
+    return TaskFacts(state, row.custom_operator_name or row.operator)
 
 
 def _text(value: Any) -> str | None:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from flux_provider.plugins.pages import image_label
 from flux_provider.plugins.paths import image_path
 from flux_provider.plugins.results import FluxResult, TaskKey, is_flux_result
 
@@ -89,7 +90,7 @@ def review_body(
             source = markdown_url(image.result_url) if image.result_url else None
         if source is None:
             continue
-        parts.append(f"![Image {image.index}]({source})")
+        parts.append(f"![{image_label(image)}]({source})")
         rows = [
             f"| {label} | {code_span(text)} |"
             for label, text in flux.facts(image)

@@ -52,6 +52,7 @@ def _cells(row: str) -> list[str]:
 def _result(**changes: Any) -> dict[str, Any]:
     result: dict[str, Any] = {
         "flux_task_id": "task_0123456789abcdef",
+        "state": "success",
         "result_urls": ["https://cdn.example/a.png?sig=1&exp=2"],
         "input": {"prompt": "a teapot", "seed": 7, "aspect_ratio": "1:1"},
         "credits": 6,
@@ -73,13 +74,20 @@ def test_a_malicious_result_url_adds_no_link_or_image(injection: str) -> None:
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)
-@pytest.mark.parametrize("field", ["prompt", "seed", "aspect_ratio", "flux_task_id"])
+def test_a_flux_task_id_that_is_not_one_makes_no_result(injection: str) -> None:
+    """Task ids are read through the result's type: letters, digits and ``_ . : -`` only."""
+    body = review_body(_result(flux_task_id=injection), "dag", "run", "generate")
+    html = _render(body)
+    assert "nothing to review" in html
+    assert "<a " not in html
+    assert "<img" not in html
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("field", ["prompt", "seed", "aspect_ratio"])
 def test_values_from_the_result_are_shown_as_text_only(injection: str, field: str) -> None:
     result = _result()
-    if field == "flux_task_id":
-        result["flux_task_id"] = injection
-    else:
-        result["input"] = {**result["input"], field: injection}
+    result["input"] = {**result["input"], field: injection}
     body = review_body(result, "dag", "run", "generate")
     html = _render(body)
     assert html.count("<img") == 1
