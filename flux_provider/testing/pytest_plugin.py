@@ -60,6 +60,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Point Airflow at a throwaway home before the test modules import it (see above)."""
+    setting = user_setting(os.environ)
+    if setting is not None:
+        config.stash[_LEFT_ALONE] = f"{setting} is set"
+        return
     configuration = sys.modules.get("airflow.configuration")
     if configuration is not None:
         config.stash[_LEFT_ALONE] = "Airflow was imported before the plugin was enabled"
@@ -71,10 +75,6 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             stacklevel=2,
         )
-        return
-    setting = user_setting(os.environ)
-    if setting is not None:
-        config.stash[_LEFT_ALONE] = f"{setting} is set"
         return
     dags_folder = config.rootpath / str(config.getini(_DAGS_FOLDER_OPTION))
     config.stash[_PREPARED] = prepare(os.environ, dags_folder)
