@@ -109,7 +109,7 @@ COMPAT_CELLS := af31-py310 af32-py312 af33-py313
 CELLS ?= $(COMPAT_CELLS)
 COMPAT_VENVS := .venv-compat
 COMPAT_TESTS ?= tests/integration/airflow tests/integration/faults tests/integration/plugins \
-	tests/e2e/standalone
+	tests/e2e/standalone tests/e2e/pytest_plugin tests/system
 COMPAT_PYTEST_ARGS ?=
 
 # The Airflow release each cell resolves against (make constraints-compat); 3.3 follows

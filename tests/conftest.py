@@ -47,8 +47,13 @@ collect_ignore_glob = [
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
 DAGS_FOLDER.mkdir()
-# dag.test() runs only DAGs it can serialise from the DAGs folder: the examples and the test DAGs.
-for source in [*(REPO / "example_dags").glob("*.py"), *(REPO / "tests" / "dags").glob("*.py")]:
+# dag.test() runs only DAGs it can serialise from the DAGs folder: the examples, the test DAGs
+# and the system tests' DAGs.
+for source in [
+    *(REPO / "example_dags").glob("*.py"),
+    *(REPO / "tests" / "dags").glob("*.py"),
+    *(REPO / "tests" / "system").glob("*/example_*.py"),
+]:
     (DAGS_FOLDER / source.name).symlink_to(source)
 
 os.environ.update(

@@ -5,8 +5,9 @@ and script its behaviour with :class:`Fault`, ``fail_next_tasks()``, ``complete(
 ``fail()``, ``disable_key()`` and the wire-shape options (:data:`RESULT_SHAPES`,
 :data:`FAILURE_SHAPES`, ``status_words``). It serves with the standard library's HTTP server and
 never imports Airflow. :class:`FakeFluxProcess` runs the same fake in a child process.
-pytest users can enable the ``flux_fake_server`` fixture with
-``pytest_plugins = ["flux_provider.testing.pytest_plugin"]``.
+``max_in_flight`` enforces the service's limit on tasks in flight. pytest users enable the
+``flux_fake_server`` and ``flux_airflow_home`` fixtures (a throwaway, migrated ``AIRFLOW_HOME``
+for ``dag.test()``) with ``pytest_plugins = ["flux_provider.testing.pytest_plugin"]``.
 """
 
 from __future__ import annotations

@@ -211,7 +211,8 @@ def test_bad_request_fields_fail_before_sending(kwargs: dict[str, Any], field: s
 
 
 def test_api_layer_imports_nothing_from_airflow() -> None:
-    """Every module of ``flux_provider.api`` (and the fake API) imports with Airflow blocked."""
+    """Every module of ``flux_provider.api`` and of the fake API (its pytest plugin included)
+    imports with Airflow blocked."""
     code = (
         "import pkgutil, sys\n"
         "class Block:\n"
@@ -223,6 +224,8 @@ def test_api_layer_imports_nothing_from_airflow() -> None:
         "names = [m.name for m in pkgutil.iter_modules(flux_provider.api.__path__)]\n"
         "for name in names:\n"
         "    __import__('flux_provider.api.' + name)\n"
+        "for module in pkgutil.iter_modules(flux_provider.testing.__path__):\n"
+        "    __import__('flux_provider.testing.' + module.name)\n"
         "assert not any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules)\n"
         "print(len(names))\n"
     )
