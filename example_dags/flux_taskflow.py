@@ -1,9 +1,9 @@
 """TaskFlow: a Python function writes each request, ``@task.flux_image`` generates it.
 
-``product_shot`` builds the prompt of one catalogue item from its record; mapped over the
-records with ``.expand()``, each record becomes one generation (deferred, re-attached on retry,
-stored under ``output_dir``). ``catalogue`` does the same for every record in one task with
-``@task.flux_image_batch``, bound by the API's limit rather than by worker slots.
+``product_shot`` builds the prompt and framing of one catalogue item from its record; mapped
+over the records with ``.expand()``, each record becomes one generation (deferred, re-attached
+on retry, stored under ``output_dir``). ``catalogue`` does the same for every record in one
+task with ``@task.flux_image_batch``, bound by the API's limit rather than by worker slots.
 
 Connection: ``flux_default`` (type ``flux``).
 """
@@ -20,9 +20,14 @@ from airflow.sdk import DAG, Param, task
 OUTPUT_ROOT = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "flux_output"
 
 RECORDS = [
-    {"sku": "chair-1042", "name": "linen armchair", "room": "a sunlit reading corner"},
-    {"sku": "lamp-0077", "name": "brass floor lamp", "room": "a dark study"},
-    {"sku": "rug-0311", "name": "wool kilim rug", "room": "a white loft"},
+    {
+        "sku": "chair-1042",
+        "name": "linen armchair",
+        "room": "a sunlit reading corner",
+        "ratio": "16:9",
+    },
+    {"sku": "lamp-0077", "name": "brass floor lamp", "room": "a dark study", "ratio": "9:16"},
+    {"sku": "rug-0311", "name": "wool kilim rug", "room": "a white loft", "ratio": "1:1"},
 ]
 
 with DAG(
@@ -37,15 +42,15 @@ with DAG(
 ) as dag:
 
     @task.flux_image(
-        aspect_ratio="4:3",
         resolution="1K",
         deferrable=True,
         download_to="{{ params.output_dir }}/single",
     )
     def product_shot(record: dict[str, Any]) -> dict[str, Any]:
-        """One generation per record: the prompt, and a seed stable per SKU."""
+        """One generation per record: the prompt, its framing, and a seed stable per SKU."""
         return {
             "prompt": f"A {record['name']} in {record['room']}, catalogue photo",
+            "aspect_ratio": record["ratio"],
             "seed": sum(map(ord, record["sku"])),
         }
 

@@ -24,8 +24,10 @@ name                                      kind     what
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -42,6 +44,21 @@ from flux_provider.api.errors import (
 from flux_provider.api.models import TaskInfo
 
 PREFIX = "flux."
+MAX_TIMING_SECONDS = 365 * 24 * 3600.0
+MAX_CREDITS = 1e12
+"""Credits past this (only a hostile answer reports them) are not counted."""
+"""Longer timings (only a hostile answer reports them) are sent as this."""
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _never_failing(name: str) -> Iterator[None]:
+    """A metric that cannot be sent is logged, never a failure of the task that sends it."""
+    try:
+        yield
+    except Exception as error:
+        log.warning("Could not send the metric %s%s: %s", PREFIX, name, error)
 
 
 def failure_kind(error: FluxError) -> str:
@@ -76,10 +93,14 @@ class FluxMetrics:
         return {k: v for k, v in (("dag_id", self.dag_id), ("task_id", self.task_id)) if v}
 
     def _incr(self, name: str, count: int = 1, **tags: str) -> None:
-        Stats.incr(PREFIX + name, count=count, tags={**self.tags, **tags})
+        with _never_failing(name):
+            Stats.incr(PREFIX + name, count=count, tags={**self.tags, **tags})
 
     def _timing(self, name: str, seconds: float) -> None:
-        Stats.timing(PREFIX + name, timedelta(seconds=max(seconds, 0.0)), tags=self.tags)
+        # The API says how long a generation took: a hostile answer may say 1e308 seconds.
+        bounded = min(max(seconds, 0.0), MAX_TIMING_SECONDS)
+        with _never_failing(name):
+            Stats.timing(PREFIX + name, timedelta(seconds=bounded), tags=self.tags)
 
     def submitted(self) -> None:
         """The API accepted a task."""
@@ -100,7 +121,7 @@ class FluxMetrics:
             self._incr("generations.succeeded")
         else:
             self.failed(failure)
-        if info.credits:
+        if info.credits and info.credits < MAX_CREDITS:
             self._incr("credits", round(info.credits))
         if info.duration_s is not None:
             self._timing("generation.duration", info.duration_s)

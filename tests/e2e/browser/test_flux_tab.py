@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -30,6 +31,10 @@ pytestmark = pytest.mark.timeout(900)
 
 USER = "reviewer"
 PASSWORD = secrets.token_urlsafe(12)
+TASKFLOW_BATCH_SUFFIX = "studio photo on white"
+"""How the taskflow example's batch items end (they are not deferred tasks of their own)."""
+RATIOS = {0: 16 / 9, 1: 9 / 16, 2: 1.0}
+"""The aspect ratio of each mapped ``product_shot`` of the taskflow example."""
 PROMPTS = [
     line.strip()
     for line in (Path(__file__).resolve().parents[2] / "example_dags/data/catalogue_prompts.txt")
@@ -62,11 +67,24 @@ def airflow(
         output = tmp_path_factory.mktemp("ui-images")
         runs = {
             dag_id: standalone.trigger_dag(dag_id, conf={"output_dir": str(output / dag_id)})
-            for dag_id in ("flux_text_to_image", "flux_mapped_batch")
+            for dag_id in ("flux_text_to_image", "flux_mapped_batch", "flux_taskflow")
         }
-        task_ids = {"flux_text_to_image": "generate_hero_image", "flux_mapped_batch": "generate"}
+        task_ids = {
+            "flux_text_to_image": "generate_hero_image",
+            "flux_mapped_batch": "generate",
+            "flux_taskflow": "product_shot",
+        }
+        expected = 1 + len(PROMPTS) + 2 * len(RATIOS)
         ended: set[str] = set()
-        while len(ended) < len(fake.tasks) or len(fake.tasks) < 1 + len(PROMPTS):
+        while len(ended) < len(fake.tasks) or len(fake.tasks) < expected:
+            # A batch's items are not deferred task instances: they end as soon as they exist.
+            for flux_task_id, task in list(fake.tasks.items()):
+                if (
+                    task.input["prompt"].endswith(TASKFLOW_BATCH_SUFFIX)
+                    and flux_task_id not in ended
+                ):
+                    fake.complete(flux_task_id)
+                    ended.add(flux_task_id)
             # End each generation once the scheduler heard its task deferred (apache/airflow#72716).
             for dag_id, run_id in runs.items():
                 for ti in standalone.task_instances(dag_id, run_id):
@@ -151,3 +169,57 @@ def test_the_run_page_has_a_gallery_of_the_mapped_batch(
     labels = frame.locator(".card .label").all_inner_texts()
     assert labels == [f"generate [{index}]" for index in range(len(PROMPTS))]
     page.screenshot(path=str(screenshots / "flux-gallery.png"))
+
+
+def _drawn_and_natural_ratios(frame: Any) -> list[tuple[float, float]]:
+    return [
+        tuple(ratios)
+        for ratios in frame.locator("img").evaluate_all(
+            "images => images.map(i => [i.clientWidth / i.clientHeight,"
+            " i.naturalWidth / i.naturalHeight])"
+        )
+    ]
+
+
+def test_images_keep_their_aspect_ratio_in_the_tab_and_the_gallery(
+    page: Page, airflow: tuple[StandaloneAirflow, dict[str, str]], screenshots: Path
+) -> None:
+    standalone, runs = airflow
+    run_id = quote(runs["flux_taskflow"], safe="")
+    for map_index, ratio in RATIOS.items():
+        page.goto(
+            f"{standalone.api_url}/dags/flux_taskflow/runs/{run_id}/tasks/product_shot"
+            f"/mapped/{map_index}"
+        )
+        page.get_by_role("link", name="FLUX images", exact=True).click()
+        frame = page.frame_locator("iframe[title='FLUX images']")
+        decoded_images(frame, 1)
+        [(drawn, natural)] = _drawn_and_natural_ratios(frame)
+        assert natural == pytest.approx(ratio, rel=0.02)
+        assert drawn == pytest.approx(natural, rel=0.02), (map_index, drawn, natural)
+    page.goto(f"{standalone.api_url}/dags/flux_taskflow/runs/{run_id}")
+    page.get_by_role("link", name="FLUX gallery", exact=True).click()
+    frame = page.frame_locator("iframe[title='FLUX gallery']")
+    decoded_images(frame, 2 * len(RATIOS))
+    for drawn, natural in _drawn_and_natural_ratios(frame):
+        assert drawn == pytest.approx(natural, rel=0.02)
+    # Captions wrap inside their card: nothing overflows it.
+    overflowing = frame.locator(".card").evaluate_all(
+        "cards => cards.filter(c => [...c.querySelectorAll('.label, .meta')]"
+        ".some(e => e.scrollWidth > e.clientWidth + 1"
+        " || e.getBoundingClientRect().right > c.getBoundingClientRect().right + 1)).length"
+    )
+    assert overflowing == 0
+    page.screenshot(path=str(screenshots / "flux-gallery-taskflow.png"))
+
+
+def test_a_task_that_makes_no_flux_images_says_so(
+    page: Page, airflow: tuple[StandaloneAirflow, dict[str, str]]
+) -> None:
+    standalone, runs = airflow
+    run_id = quote(runs["flux_mapped_batch"], safe="")
+    page.goto(f"{standalone.api_url}/dags/flux_mapped_batch/runs/{run_id}/tasks/load_prompts")
+    page.get_by_role("link", name="FLUX images", exact=True).click()
+    frame = page.frame_locator("iframe[title='FLUX images']")
+    frame.locator("p.note").wait_for(timeout=60_000)
+    assert frame.locator("p.note").inner_text() == "This task (@task) makes no FLUX images."

@@ -86,3 +86,25 @@ def test_a_reused_generation_is_counted_and_costs_nothing(
 )
 def test_failure_kinds(error: Exception, kind: str) -> None:
     assert failure_kind(error) == kind  # type: ignore[arg-type]
+
+
+def test_a_metric_that_cannot_be_sent_never_fails_the_task(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flux_provider import metrics
+    from flux_provider.api.models import TaskInfo, TaskState
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("no route to the StatsD host")
+
+    monkeypatch.setattr(metrics.Stats, "incr", broken)
+    monkeypatch.setattr(metrics.Stats, "timing", broken)
+    info = TaskInfo(
+        flux_task_id="t_1",
+        state=TaskState.SUCCESS,
+        result_urls=["https://cdn.example/a.png"],
+        credits=1e300,
+        duration_s=1e308,
+    )
+    metrics.FluxMetrics("dag", "task").ended(info)
+    assert "Could not send the metric flux.generations.succeeded" in caplog.text
