@@ -23,12 +23,17 @@ check; either way the address actually connected to is checked again before
 the body is read, so a name that changes its answer (DNS rebinding) or that
 points at a metadata address cannot slip through. A redirect's own body is
 never read.
+
+On local storage (``pathlib.Path``, ``file://``) the final rename replaces
+whatever symlink is at the final name instead of following it, and refuses a
+directory there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import random
 import socket
 import time
@@ -36,6 +41,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import IO, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -62,6 +68,7 @@ EXTENSION_BY_CONTENT_TYPE = {
     "image/webp": ".webp",
 }
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"))
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 class ResultExpiredError(FluxError):
@@ -378,11 +385,42 @@ class ResultDownloader:
                         )
                     digest.update(chunk)
                     sink.write(chunk)
-            partial.rename(final)
+            _move_into_place(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
         return size, digest.hexdigest()
+
+
+def _local_path(target: object) -> str | None:
+    """The local file system path of ``target``, or ``None`` if it is not on local storage."""
+    if isinstance(target, PurePath):
+        return os.fspath(target)
+    path = getattr(target, "path", None)
+    if getattr(target, "protocol", None) in _LOCAL_PROTOCOLS and isinstance(path, str):
+        return path
+    return None
+
+
+def _move_into_place(partial: StorageTarget, final: StorageTarget) -> None:
+    """Rename ``partial`` to ``final``.
+
+    On local storage a symlink at ``final`` is replaced, never followed (fsspec's local
+    rename is ``shutil.move``, which moves into a directory a link points at), and a
+    directory there is refused. Object stores have keys, not links: they keep their rename.
+    """
+    source, target = _local_path(partial), _local_path(final)
+    if source is None or target is None:
+        partial.rename(final)
+        return
+    try:
+        os.replace(source, target)
+    except IsADirectoryError:
+        raise FluxError(
+            f"cannot store the image as {final}: that name is a directory; remove it or "
+            "download somewhere else",
+            retryable=False,
+        ) from None
 
 
 def _proxied(url: httpx.URL) -> bool:
