@@ -2,8 +2,11 @@
 
 Each client object holds one pooled ``httpx.Client`` / ``httpx.AsyncClient``
 reused for every call. Calls retry as :mod:`flux_provider.api.retry` says; answers
-are read with a size cap and interpreted by :mod:`flux_provider.api.wire`;
-redirects are never followed (the key goes only to the configured host).
+are read raw, decoded within a size cap on the wire and once decoded
+(:mod:`flux_provider.api.decoding`), and interpreted by :mod:`flux_provider.api.wire`;
+every request, answer included, ends within the configured timeout
+(:mod:`flux_provider.api.network`); redirects are never followed (the key goes only to
+the configured host).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from typing import Any
 
 import httpx
 
-from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT, ClientConfig
+from flux_provider.api.config import (
+    DEFAULT_WAIT_TIMEOUT,
+    KEEPALIVE_EXPIRY,
+    MAX_CONNECTIONS,
+    ClientConfig,
+    shared_ssl_context,
+)
+from flux_provider.api.decoding import BodyError, BodyTooLargeError, adecoded_body, decoded_body
 from flux_provider.api.errors import (
     ConnectionFailedError,
     FluxError,
@@ -27,7 +37,7 @@ from flux_provider.api.errors import (
     RequestTimeoutError,
     TransportError,
 )
-from flux_provider.api.formatting import bytes_text
+from flux_provider.api.formatting import bytes_text, seconds_text
 from flux_provider.api.models import (
     MODEL_NAME,
     Flux2MaxInput,
@@ -36,6 +46,7 @@ from flux_provider.api.models import (
     check_model,
     validate_input,
 )
+from flux_provider.api.network import BoundedTransport, request_deadline, within
 from flux_provider.api.polling import OnPoll, TaskWait, WaitSettings, wait_async, wait_blocking
 from flux_provider.api.retry import NO_RETRY, Attempts
 from flux_provider.api.wire import (
@@ -63,13 +74,44 @@ def _check_size(config: ClientConfig, headers: Mapping[str, str]) -> None:
         )
 
 
-def _append_capped(config: ClientConfig, buffer: bytearray, chunk: bytes) -> None:
-    buffer += chunk
-    if len(buffer) > config.max_response_bytes:
-        raise MalformedResponseError(
-            f"the API's answer is over the {bytes_text(config.max_response_bytes)} limit",
+def _malformed(error: BodyError) -> MalformedResponseError:
+    if isinstance(error, BodyTooLargeError):
+        return MalformedResponseError(
+            f"the API's answer is over the {bytes_text(error.limit)} limit ({error.where})",
             retryable=False,
         )
+    return MalformedResponseError(f"the API's answer {error.reason}", retryable=error.retryable)
+
+
+def _read_body(config: ClientConfig, response: httpx.Response) -> bytearray:
+    """The answer's body, read raw and decoded within the cap."""
+    _check_size(config, response.headers)
+    body = bytearray()
+    try:
+        for piece in decoded_body(response, config.max_response_bytes):
+            body += piece
+    except BodyError as error:
+        raise _malformed(error) from None
+    return body
+
+
+async def _aread_body(config: ClientConfig, response: httpx.Response) -> bytearray:
+    """The async twin of :func:`_read_body`."""
+    _check_size(config, response.headers)
+    body = bytearray()
+    try:
+        async for piece in adecoded_body(response, config.max_response_bytes):
+            body += piece
+    except BodyError as error:
+        raise _malformed(error) from None
+    return body
+
+
+def _cut_off(config: ClientConfig, request: httpx.Request) -> RequestTimeoutError:
+    return RequestTimeoutError(
+        f"{request.method} {request.url.path} failed: no complete answer within "
+        f"{seconds_text(config.timeout)} (the request timeout)"
+    )
 
 
 def _transport_error(config: ClientConfig, exc: httpx.TransportError, what: str) -> TransportError:
@@ -182,6 +224,12 @@ class FluxClient(_ClientBase):
         super().__init__(config, rng)
         self._sleep = sleep
         self._clock = clock
+        if transport is None:
+            transport = BoundedTransport(
+                ssl_context=shared_ssl_context(),
+                max_connections=MAX_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            )
         self._http = httpx.Client(transport=transport, **config.httpx_options())
 
     def __enter__(self) -> FluxClient:
@@ -201,14 +249,12 @@ class FluxClient(_ClientBase):
 
     def _send(self, request: httpx.Request, flux_task_id: str | None) -> Envelope:
         try:
-            response = self._http.send(request, stream=True)
-            try:
-                _check_size(self.config, response.headers)
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    _append_capped(self.config, body, chunk)
-            finally:
-                response.close()
+            with request_deadline(self.config.timeout):
+                response = self._http.send(request, stream=True)
+                try:
+                    body = _read_body(self.config, response)
+                finally:
+                    response.close()
         except httpx.TransportError as exc:
             raise _transport_error(
                 self.config, exc, f"{request.method} {request.url.path}"
@@ -303,19 +349,22 @@ class AsyncFluxClient(_ClientBase):
 
     async def _send(self, request: httpx.Request, flux_task_id: str | None) -> Envelope:
         try:
-            response = await self._http.send(request, stream=True)
-            try:
-                _check_size(self.config, response.headers)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    _append_capped(self.config, body, chunk)
-            finally:
-                await response.aclose()
+            response, body = await within(self.config.timeout, self._exchange(request))
+        except asyncio.TimeoutError:
+            raise _cut_off(self.config, request) from None
         except httpx.TransportError as exc:
             raise _transport_error(
                 self.config, exc, f"{request.method} {request.url.path}"
             ) from None
         return self._answer(response, body, flux_task_id)
+
+    async def _exchange(self, request: httpx.Request) -> tuple[httpx.Response, bytearray]:
+        """Send ``request`` and read its answer whole (cancellable at any point)."""
+        response = await self._http.send(request, stream=True)
+        try:
+            return response, await _aread_body(self.config, response)
+        finally:
+            await response.aclose()
 
     async def _call(self, call: _Call, *, retry: bool = True) -> Envelope:
         request = self._http.build_request(call.method, call.path, **call.options)

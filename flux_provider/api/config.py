@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from flux_provider import DISTRIBUTION, __version__
+from flux_provider.api.decoding import ACCEPT_ENCODING
 from flux_provider.api.retry import RetryPolicy
 
 DEFAULT_BASE_URL = "https://api.crun.ai"
@@ -26,12 +27,14 @@ DEFAULT_BALANCE_PATH = "/api/v1/client/account/balance"
 DEFAULT_ESTIMATE_PATH = "/api/v1/client/job/estimate-credits"
 DEFAULT_AUTH_HEADER = "x-api-key"
 DEFAULT_TIMEOUT = 30.0
+"""Seconds a request may take in all: connecting, sending and reading the whole answer."""
 DEFAULT_WAIT_TIMEOUT = 15 * 60.0
 KEEPALIVE_EXPIRY = 30.0
 """Seconds an idle pooled connection stays open: above the 5 s poll cap (httpx's default of 5 s
 made every poll at the cap reconnect), below common server idle timeouts (60-75 s)."""
 MAX_RESPONSE_BYTES = 1 << 20
-"""API answers are a few hundred bytes; anything past 1 MiB is refused unread."""
+"""API answers are a few hundred bytes; anything past 1 MiB (on the wire or once decoded) is
+refused."""
 MAX_CONNECTIONS = 64
 """Connections one client may hold open at once (a shared trigger client queues beyond this)."""
 
@@ -151,7 +154,12 @@ class ClientConfig:
         """Options shared by the sync and async httpx clients."""
         return {
             "base_url": self.base_url.rstrip("/"),
-            "headers": {**self.auth_headers(), "User-Agent": USER_AGENT},
+            # Said explicitly: only what the bounded decoder reads (never br or zstd).
+            "headers": {
+                **self.auth_headers(),
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             "timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             "follow_redirects": False,
             "verify": shared_ssl_context(),

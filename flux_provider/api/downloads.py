@@ -18,39 +18,61 @@ only ``http``/``https``, never a link-local (cloud metadata), multicast,
 unspecified or reserved address, and, unless private targets are allowed
 (``allow_private_hosts``, true only when the API itself is on a private
 network, see :func:`private_hosts_allowed`), never a loopback or private one
-either. When private targets are refused, host names are resolved for that
-check; either way the address actually connected to is checked again before
-the body is read, so a name that changes its answer (DNS rebinding) or that
-points at a metadata address cannot slip through. A redirect's own body is
-never read.
+either. Host names are resolved and every address they resolve to is checked;
+then the connection itself resolves the name once more, checks every address
+again and connects to one of those checked addresses (the TLS server name and
+the ``Host`` header stay the URL's name), so a name that changes its answer
+(DNS rebinding) never gets a byte sent to an address that was not checked.
+Through an environment proxy the proxy connects: only the check before
+sending applies. A redirect's own body is never read.
+
+Each attempt is bounded in time as a whole (``download_timeout``: connecting,
+redirects and the whole body), and the body is read raw and decoded within
+the size cap, counted on the wire and once decoded
+(:mod:`flux_provider.api.decoding`). On local storage (``pathlib.Path``,
+``file://``) the final rename replaces whatever symlink is at the final name
+instead of following it, and refuses a directory there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
+import os
 import random
 import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import IO, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
-from flux_provider.api.config import is_loopback_host, shared_ssl_context
-from flux_provider.api.errors import FluxError, TransportError
-from flux_provider.api.formatting import bytes_text
+from flux_provider.api.config import KEEPALIVE_EXPIRY, is_loopback_host, shared_ssl_context
+from flux_provider.api.decoding import ACCEPT_ENCODING, BodyError, BodyTooLargeError, decoded_body
+from flux_provider.api.errors import FluxError, RequestTimeoutError, TransportError
+from flux_provider.api.formatting import bytes_text, seconds_text
+from flux_provider.api.images import image_type
 from flux_provider.api.models import FLUX_TASK_ID_PATTERN
+from flux_provider.api.network import BoundedTransport, Deadline, request_deadline
 from flux_provider.api.retry import Attempts, RetryPolicy
 
 DEFAULT_MAX_IMAGE_BYTES = 64 << 20
 """A 2K FLUX.2 PNG is under 16 MiB; 64 MiB leaves room but stops a hostile host filling a disk."""
 
-CHUNK_BYTES = 1 << 20
+DEFAULT_DOWNLOAD_TIMEOUT = 300.0
+"""Seconds one download attempt may take in all (connecting, redirects, the whole body): a
+16 MiB image needs only 55 KiB/s to make it."""
+DEFAULT_READ_TIMEOUT = 60.0
+"""Seconds any single network step (connect aside: at most 10 s) may wait."""
+DOWNLOAD_CONNECTIONS = 8
+SNIFF_BYTES = 16
+"""Bytes enough to recognise an image by its signature."""
 DOWNLOAD_ATTEMPTS = 3
 MAX_REDIRECTS = 5
 EXPIRED_STATUSES = frozenset({403, 404, 410})
@@ -61,7 +83,7 @@ EXTENSION_BY_CONTENT_TYPE = {
     "image/jpg": ".jpg",
     "image/webp": ".webp",
 }
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"))
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 class ResultExpiredError(FluxError):
@@ -176,24 +198,29 @@ def _extension(content_type: str | None, first_chunk: bytes, url: str) -> tuple[
             f"the result at {url} is {declared!r}, not an image "
             f"(accepted: {', '.join(sorted(EXTENSION_BY_CONTENT_TYPE))})"
         )
-    for signature, extension in _SIGNATURES:
-        if first_chunk.startswith(signature):
-            return extension, "image/png" if extension == ".png" else "image/jpeg"
-    if first_chunk[:4] == b"RIFF" and first_chunk[8:12] == b"WEBP":
-        return ".webp", "image/webp"
-    raise ResultRejectedError(f"the result at {url} has no content type and is not a known image")
+    sniffed = image_type(first_chunk)
+    if sniffed is None or sniffed not in EXTENSION_BY_CONTENT_TYPE:
+        raise ResultRejectedError(
+            f"the result at {url} has no content type and is not a known image"
+        )
+    return EXTENSION_BY_CONTENT_TYPE[sniffed], sniffed
 
 
 class ResultDownloader:
     """Copies result images into a storage folder.
 
-    :param max_bytes: per-image cap, enforced while streaming.
+    :param max_bytes: per-image cap, on the wire and once decoded, enforced while streaming.
     :param attempts: tries per image on transient errors (5xx, resets, timeouts).
+    :param transport: replaces the network layer (tests): the checks before sending still
+        apply, the connection-time address check and the time bound of each step do not.
+    :param timeout: seconds any single network step may wait (connecting: at most 10).
+    :param download_timeout: seconds one attempt may take in all: connecting, every redirect
+        and the whole body (:data:`DEFAULT_DOWNLOAD_TIMEOUT`).
     :param allow_private_hosts: whether result URLs (and redirects) may reach loopback and
         private addresses. Pass :func:`private_hosts_allowed` of the API base URL: true only
         when the API itself is private. Link-local, multicast and reserved addresses are
         refused either way. Defaults to false: only public hosts.
-    :param resolve: host name to addresses, for the check of non-private targets.
+    :param resolve: host name to addresses, for the checks before sending and at connection.
     """
 
     def __init__(
@@ -203,48 +230,67 @@ class ResultDownloader:
         attempts: int = DOWNLOAD_ATTEMPTS,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_READ_TIMEOUT,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         allow_private_hosts: bool = False,
         resolve: Resolver = resolve_host,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+        if not (download_timeout > 0 and math.isfinite(download_timeout)):
+            raise ValueError(f"download_timeout must be > 0 seconds, got {download_timeout}")
         self.max_bytes = max_bytes
         self.attempts = max(1, attempts)
+        self.download_timeout = download_timeout
         # 2 s, 4 s, ... (jittered down to half), the client's backoff with a longer first step.
         self._retry = RetryPolicy(max_attempts=self.attempts, backoff_initial=2.0, backoff_max=30.0)
         self._rng = random.Random()
         self.allow_private_hosts = allow_private_hosts
         self._resolve = resolve
         self._sleep = sleep
+        if transport is None:
+            transport = BoundedTransport(
+                ssl_context=shared_ssl_context(),
+                max_connections=DOWNLOAD_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+                addresses=self._connectable_addresses,
+            )
         # No auth header: result URLs are public links, and the key must not travel to them.
-        # Each request, redirects included, is checked before it leaves and after it connects.
+        # Each request, redirects included, is checked before it leaves and when it connects.
         self._http = httpx.Client(
             transport=transport,
-            timeout=httpx.Timeout(timeout, connect=10.0),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=False,
-            verify=shared_ssl_context(),
-            event_hooks={"request": [self._check_request], "response": [self._check_peer]},
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+            event_hooks={"request": [self._check_request]},
         )
 
     def close(self) -> None:
         """Close the pooled connections."""
         self._http.close()
 
-    def _refuse(self, url: str, host: str, address: str, kind: AddressKind) -> None:
+    def _refusal(self, host: str, address: str) -> str | None:
+        """Why ``address`` (one of ``host``'s) may not be fetched from, or ``None``."""
+        kind = address_kind(address)
         if kind == "public" or (kind == "private" and self.allow_private_hosts):
-            return
+            return None
         what = (
             "a link-local, multicast or reserved address (never allowed)"
             if kind == "forbidden"
             else "a loopback or private address, and the API is public"
         )
-        raise ResultRejectedError(
-            f"refusing to download {_short(url)}: its host {host[:100]!r} is {address}, {what}"
-        )
+        return f"its host {host[:100]!r} is {address}, {what}"
+
+    def _addresses(self, host: str) -> list[str]:
+        """Every address ``host`` stands for: itself if it is one, else what it resolves to."""
+        literal = _literal_address(host)
+        return [str(literal)] if literal is not None else list(self._resolve(host))
 
     def check_url(self, url: str) -> None:
-        """Raise :class:`ResultRejectedError` unless ``url`` may be fetched (no I/O but DNS)."""
+        """Raise :class:`ResultRejectedError` unless ``url`` may be fetched (no I/O but DNS).
+
+        Every address the host resolves to must be allowed.
+        """
         try:
             parts = urlsplit(url)
             host = parts.hostname
@@ -254,31 +300,29 @@ class ResultDownloader:
             raise ResultRejectedError(
                 f"refusing to download {_short(url)!r}: only absolute http(s) URLs are allowed"
             )
-        literal = _literal_address(host)
-        if literal is not None:
-            self._refuse(url, host, str(literal), address_kind(str(literal)))
-            return
-        if self.allow_private_hosts:
-            return  # Names are checked by the address actually connected to (_check_peer).
         try:
-            addresses = list(self._resolve(host))
+            addresses = self._addresses(host)
         except (OSError, UnicodeError) as exc:
             raise TransportError(f"cannot resolve the host of {_short(url)}: {exc}") from None
         if not addresses:
             raise TransportError(f"the host of {_short(url)} resolves to no address")
         for address in addresses:
-            self._refuse(url, host, address, address_kind(address))
+            if (why := self._refusal(host, address)) is not None:
+                raise ResultRejectedError(f"refusing to download {_short(url)}: {why}")
+
+    def _connectable_addresses(self, host: str) -> list[str]:
+        """``host``'s addresses for a connection, every one checked (the network backend's)."""
+        try:
+            addresses = self._addresses(host)
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host[:100]!r}: {exc}") from None
+        for address in addresses:
+            if (why := self._refusal(host, address)) is not None:
+                raise ResultRejectedError(f"refusing to connect for a download: {why}")
+        return addresses
 
     def _check_request(self, request: httpx.Request) -> None:
         self.check_url(str(request.url))
-
-    def _check_peer(self, response: httpx.Response) -> None:
-        stream = response.extensions.get("network_stream")
-        peer = stream.get_extra_info("server_addr") if stream is not None else None
-        if not peer or _proxied(response.request.url):
-            return
-        url = str(response.request.url)
-        self._refuse(url, response.request.url.host, str(peer[0]), address_kind(str(peer[0])))
 
     def download_all(
         self, urls: Sequence[str], folder: StorageTarget, flux_task_id: str
@@ -302,24 +346,49 @@ class ResultDownloader:
 
     def _download_once(self, url: str, folder: StorageTarget, stem: str) -> StoredImage:
         try:
-            response = self._open(url)
-            try:
-                self._check_status(response, url)
-                self._check_declared_size(response, url)
-                chunks = response.iter_bytes(CHUNK_BYTES)
-                first = next(chunks, b"")
-                extension, content_type = _extension(
-                    response.headers.get("content-type"), first, url
-                )
-                final = folder / f"{stem}{extension}"
-                size, digest = self._write_atomically(final, folder, _prepend(first, chunks), url)
-            finally:
-                response.close()
+            with request_deadline(self.download_timeout) as deadline:
+                response = self._open(url)
+                try:
+                    self._check_status(response, url)
+                    self._check_declared_size(response, url)
+                    chunks = self._body(response, url, deadline)
+                    first = _first_bytes(chunks)
+                    extension, content_type = _extension(
+                        response.headers.get("content-type"), first, url
+                    )
+                    final = folder / f"{stem}{extension}"
+                    size, digest = self._write_atomically(
+                        final, folder, _prepend(first, chunks), url
+                    )
+                finally:
+                    response.close()
+        except httpx.TimeoutException as exc:
+            raise RequestTimeoutError(
+                f"downloading {url} failed: {type(exc).__name__}: {exc}"
+            ) from None
         except httpx.TransportError as exc:
             raise TransportError(f"downloading {url} failed: {type(exc).__name__}: {exc}") from None
         except httpx.InvalidURL as exc:
             raise ResultRejectedError(f"refusing to download {_short(url)!r}: {exc}") from None
         return StoredImage(str(final), size, digest, content_type, url)
+
+    def _body(self, response: httpx.Response, url: str, deadline: Deadline) -> Iterator[bytes]:
+        """The decoded body in bounded pieces, within the size cap and the attempt's deadline."""
+        try:
+            for piece in decoded_body(response, self.max_bytes):
+                if deadline.expired():  # a slow sink, or a transport without the bound
+                    raise RequestTimeoutError(
+                        f"downloading {url} failed: not done within "
+                        f"{seconds_text(self.download_timeout)} (download_timeout)"
+                    )
+                yield piece
+        except BodyTooLargeError as error:
+            raise ResultRejectedError(
+                f"the result at {url} is over the {bytes_text(self.max_bytes)} cap ({error.where})"
+            ) from None
+        except BodyError as error:
+            cls = TransportError if error.retryable else ResultRejectedError
+            raise cls(f"the result at {url} {error.reason}") from None
 
     def _open(self, url: str) -> httpx.Response:
         """The streamed answer to ``GET url``, redirects followed by hand.
@@ -372,25 +441,54 @@ class ResultDownloader:
             with partial.open("wb") as sink:
                 for chunk in chunks:
                     size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ResultRejectedError(
-                            f"the result at {url} is over the {bytes_text(self.max_bytes)} cap"
-                        )
                     digest.update(chunk)
                     sink.write(chunk)
-            partial.rename(final)
+            _move_into_place(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
         return size, digest.hexdigest()
 
 
-def _proxied(url: httpx.URL) -> bool:
-    """Whether the environment routes ``url`` through a proxy (then the peer is the proxy)."""
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(url.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(url.host)
+def local_path(target: object) -> str | None:
+    """The local file system path of ``target``, or ``None`` if it is not on local storage."""
+    if isinstance(target, PurePath):
+        return os.fspath(target)
+    path = getattr(target, "path", None)
+    if getattr(target, "protocol", None) in _LOCAL_PROTOCOLS and isinstance(path, str):
+        return path
+    return None
+
+
+def _move_into_place(partial: StorageTarget, final: StorageTarget) -> None:
+    """Rename ``partial`` to ``final``.
+
+    On local storage a symlink at ``final`` is replaced, never followed (fsspec's local
+    rename is ``shutil.move``, which moves into a directory a link points at), and a
+    directory there is refused. Object stores have keys, not links: they keep their rename.
+    """
+    source, target = local_path(partial), local_path(final)
+    if source is None or target is None:
+        partial.rename(final)
+        return
+    try:
+        os.replace(source, target)
+    except IsADirectoryError:
+        raise FluxError(
+            f"cannot store the image as {final}: that name is a directory; remove it or "
+            "download somewhere else",
+            retryable=False,
+        ) from None
+
+
+def _first_bytes(chunks: Iterator[bytes]) -> bytes:
+    """At least :data:`SNIFF_BYTES` of the body from ``chunks`` (less only if it is shorter)."""
+    first = b""
+    for chunk in chunks:
+        first += chunk
+        if len(first) >= SNIFF_BYTES:
+            break
+    return first
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -17,40 +17,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import httpcore
 import httpx
 
-_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
-    httpcore.TimeoutException: httpx.TimeoutException,
-    httpcore.ConnectTimeout: httpx.ConnectTimeout,
-    httpcore.ReadTimeout: httpx.ReadTimeout,
-    httpcore.WriteTimeout: httpx.WriteTimeout,
-    httpcore.PoolTimeout: httpx.PoolTimeout,
-    httpcore.NetworkError: httpx.NetworkError,
-    httpcore.ConnectError: httpx.ConnectError,
-    httpcore.ReadError: httpx.ReadError,
-    httpcore.WriteError: httpx.WriteError,
-    httpcore.ProxyError: httpx.ProxyError,
-    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
-    httpcore.ProtocolError: httpx.ProtocolError,
-    httpcore.LocalProtocolError: httpx.LocalProtocolError,
-    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
-}
-
-
-@contextmanager
-def _httpx_errors() -> Iterator[None]:
-    """Raise httpcore's errors as the matching httpx ones (the most specific class)."""
-    try:
-        yield
-    except Exception as exc:
-        for cls in type(exc).__mro__:
-            if cls in _ERRORS:
-                raise _ERRORS[cls](str(exc)) from exc
-        raise
+from flux_provider.api.network import httpx_errors
 
 
 class _Lane:
@@ -101,7 +73,7 @@ class _Body(httpx.AsyncByteStream):
         self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors():
+        with httpx_errors():
             async for chunk in self._stream:
                 yield chunk
 
@@ -193,7 +165,7 @@ class LaneTransport(httpx.AsyncBaseTransport):
                 content=request.stream,
                 extensions=request.extensions,
             )
-            with _httpx_errors():
+            with httpx_errors():
                 response = await lane.send(core_request)
         except BaseException:
             self._give_back(lane)

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
 
 from flux_provider.api.batch.items import ItemRecord
+from flux_provider.api.downloads import local_path
 from flux_provider.api.models import Flux2MaxInput
 
 JOURNAL_FOLDER = ".flux-batch"
@@ -51,17 +52,6 @@ class JournalFolder(Protocol):
 
     @property
     def name(self) -> str: ...
-
-
-def local_path(target: object) -> str | None:
-    """The path on this machine's disk of a local target (``pathlib.Path``, ``file://``), or
-    ``None`` for an object store."""
-    protocol = getattr(target, "protocol", None)
-    if protocol is None and isinstance(target, os.PathLike):
-        return str(os.fspath(target))
-    if protocol in ("file", "local"):
-        return str(getattr(target, "path", None) or "") or None
-    return None
 
 
 def write_json(target: JournalFolder, value: Any) -> None:

@@ -3,7 +3,8 @@
 Each route answers with a scripted :class:`Answer`: any status, headers and
 framing (exact ``Content-Length``, a lying one, none and close-delimited, or
 chunked), with an optional filler streamed between a prefix and a suffix so a
-50 MB body never exists in memory. Every write is bounded (the answer's own
+50 MB body never exists in memory, and optionally dripped one byte at a time
+(the head or the body) to outlive per-read timeouts. Every write is bounded (the answer's own
 size) and the socket has a small send buffer and a write timeout, so the
 number of bytes the server managed to send tells how much the client read
 before it hung up. Requests are recorded unredacted: tests use them to prove
@@ -16,7 +17,7 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -40,6 +41,7 @@ SEND_BUFFER = 64 * 1024
 WRITE_TIMEOUT = 10.0
 
 Framing = Literal["length", "close", "chunked"]
+Dripped = Literal["head", "body"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     framing: Framing = "length"
     declared_length: int | None = None
+    drip: float = 0.0
+    """Seconds between single bytes of the ``dripped`` part (0: sent at once)."""
+    dripped: Dripped = "body"
 
     @property
     def size(self) -> int:
@@ -147,7 +152,9 @@ class _State:
     routes: dict[str, Route] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
+    connections: int = 0
     lock: threading.Condition = field(default_factory=threading.Condition)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 class _Server(ThreadingHTTPServer):
@@ -166,6 +173,12 @@ class _Server(ThreadingHTTPServer):
         TCPServer.server_bind(self)
         self.server_name = "127.0.0.1"
         self.server_port = int(self.socket.getsockname()[1])
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Count every accepted connection (whether or not a request comes on it)."""
+        with self.state.lock:
+            self.state.connections += 1
+        return True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hanging up mid-answer is the point of these tests, not an error."""
@@ -208,6 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with self._state.lock:
             self._state.seen.append(seen)
+            self._state.lock.notify_all()
             route = self._state.routes.get(path)
         if route is None:
             answer = json_answer(envelope(None, code=404, message="not found"), status=404)
@@ -218,26 +232,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, answer: Answer) -> None:
         sent = 0
         try:
-            self.send_response(answer.status)
-            if answer.content_type is not None:
-                self.send_header("Content-Type", answer.content_type)
-            for name, value in answer.headers:
-                self.send_header(name, value)
-            if answer.framing == "chunked":
-                self.send_header("Transfer-Encoding", "chunked")
-            elif answer.framing == "length" or answer.declared_length is not None:
-                declared = answer.size if answer.declared_length is None else answer.declared_length
-                self.send_header("Content-Length", str(declared))
+            if answer.drip and answer.dripped == "head":
+                self._drip(self._head(answer), answer.drip)
+            else:
+                self.wfile.write(self._head(answer))
             if answer.framing == "close":
-                self.send_header("Connection", "close")
                 self.close_connection = True
-            self.end_headers()
             for piece in answer.pieces():
                 if answer.framing == "chunked":
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+                if answer.drip and answer.dripped == "body":
+                    sent += self._drip(piece, answer.drip)
                 else:
                     self.wfile.write(piece)
-                sent += len(piece)
+                    sent += len(piece)
             if answer.framing == "chunked":
                 self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -247,6 +255,38 @@ class _Handler(BaseHTTPRequestHandler):
             with self._state.lock:
                 self._state.sent.append(sent)
                 self._state.lock.notify_all()
+
+    def _head(self, answer: Answer) -> bytes:
+        """The status line and headers of ``answer``."""
+        lines = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}"]
+        lines.append(f"Server: {self.server_version}")
+        if answer.content_type is not None:
+            lines.append(f"Content-Type: {answer.content_type}")
+        lines.extend(f"{name}: {value}" for name, value in answer.headers)
+        if answer.framing == "chunked":
+            lines.append("Transfer-Encoding: chunked")
+        elif answer.framing == "length" or answer.declared_length is not None:
+            declared = answer.size if answer.declared_length is None else answer.declared_length
+            lines.append(f"Content-Length: {declared}")
+        if answer.framing == "close":
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _drip(self, data: bytes, every: float) -> int:
+        """Send ``data`` one byte at a time, ``every`` seconds apart; the bytes sent."""
+        sent = 0
+        for byte in _bytes_of(data):
+            if self._state.stopping.wait(every):
+                raise OSError("the server is stopping")
+            self.wfile.write(byte)
+            self.wfile.flush()
+            sent += 1
+        return sent
+
+
+def _bytes_of(data: bytes) -> Iterator[bytes]:
+    for index in range(len(data)):
+        yield data[index : index + 1]
 
 
 class HostileServer(StartStop):
@@ -278,7 +318,8 @@ class HostileServer(StartStop):
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving and close the socket (a dripping answer ends too)."""
+        self._state.stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -312,10 +353,26 @@ class HostileServer(StartStop):
             return list(self._state.seen)
 
     @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        with self._state.lock:
+            return self._state.connections
+
+    @property
     def bytes_sent(self) -> int:
         """Body bytes the server managed to write, over all answers."""
         with self._state.lock:
             return sum(self._state.sent)
+
+    def wait_requests(self, count: int, timeout: float = 15.0) -> None:
+        """Block until ``count`` requests have been received.
+
+        Raises:
+            TimeoutError: Fewer requests came within ``timeout`` seconds.
+        """
+        with self._state.lock:
+            if not self._state.lock.wait_for(lambda: len(self._state.seen) >= count, timeout):
+                raise TimeoutError(f"{len(self._state.seen)} of {count} requests received")
 
     def wait_answers(self, count: int, timeout: float = 15.0) -> int:
         """Block until ``count`` answers have ended (written whole or cut off); bytes sent.

@@ -355,21 +355,6 @@ def test_the_body_of_a_redirect_is_never_read(
     assert sent < READ_BOUND, f"{sent} bytes of the redirect were read"
 
 
-def test_dns_rebinding_is_caught_by_the_address_actually_connected_to(
-    images: HostileServer, tmp_path: Path
-) -> None:
-    """The name looked public when checked, but the connection landed on loopback."""
-    rebinding = table_resolver({"localhost": [PUBLIC_IP]})
-    downloader = ResultDownloader(allow_private_hosts=False, resolve=rebinding)
-    try:
-        with pytest.raises(ResultRejectedError, match=r"127\.0\.0\.1.*the API is public"):
-            downloader.download_all([f"http://localhost:{images.port}/ok.png"], tmp_path, "t_1")
-    finally:
-        downloader.close()
-    assert len(images.seen) == 1
-    assert list(tmp_path.iterdir()) == []
-
-
 # -- size, type and names ------------------------------------------------------------------
 
 

@@ -25,10 +25,16 @@ class BrokenStream(httpx.SyncByteStream):
         raise httpx.ReadError("connection reset mid-body")
 
 
+def _public(host: str) -> list[str]:
+    """Every name is one public address: no DNS in tests."""
+    return ["93.184.215.14"]
+
+
 def _downloader(handler: object, **options: object) -> ResultDownloader:
-    """A downloader over a mock transport; host names are not resolved (no DNS in tests)."""
+    """A downloader over a mock transport; host names resolve to a public address."""
     transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
     options.setdefault("allow_private_hosts", True)
+    options.setdefault("resolve", _public)
     return ResultDownloader(transport=transport, sleep=lambda s: None, **options)  # type: ignore[arg-type]
 
 

@@ -11,7 +11,8 @@ from typing import IO, Any
 import pytest
 
 from flux_provider.api.batch import BatchJournal, ItemRecord, ItemState, batch_inputs, journal_key
-from flux_provider.api.batch.journal import JOURNAL_FOLDER, local_path
+from flux_provider.api.batch.journal import JOURNAL_FOLDER
+from flux_provider.api.downloads import local_path
 
 
 class MemoryStore:
