@@ -81,14 +81,14 @@ _READY_TIMEOUT = 300.0
 
 
 @dataclass
-class Outcome:
+class PollOutcome:
     """How one task's wait ended in a child: ``success``/``fail``/``timeout``/``error``."""
 
     status: str
     polls: int
 
 
-PollOne = Callable[[str], Awaitable[Outcome]]
+PollOne = Callable[[str], Awaitable[PollOutcome]]
 
 
 # ------------------------------------------------------------------ the variants
@@ -102,12 +102,12 @@ async def _setup_ours(base_url: str, api_key: str, warm_task: str, deadline: flo
     async with FluxHook(flux_conn_id=CONN_ID).async_client() as client:
         await client.get_task(warm_task, retry=False)
 
-    async def wait(task_id: str) -> Outcome:
+    async def wait(task_id: str) -> PollOutcome:
         trigger = FluxTaskTrigger(task_id, CONN_ID, deadline=deadline)
         payload: dict[str, Any] = {}
         async for event in trigger.run():
             payload = event.payload
-        return Outcome(str(payload.get("status")), int(payload.get("polls") or 0))
+        return PollOutcome(str(payload.get("status")), int(payload.get("polls") or 0))
 
     return wait
 
@@ -136,7 +136,7 @@ def _first_delay(schedule: Any) -> float:
     return random.uniform(0.0, schedule.interval(1))
 
 
-async def _poll_loop(client: Any, task_id: str, deadline: float) -> Outcome:
+async def _poll_loop(client: Any, task_id: str, deadline: float) -> PollOutcome:
     """GET, ``json.loads``, look at ``data.status``, sleep by the schedule: the least work."""
     from flux_provider.api.polling import PollSchedule
 
@@ -147,9 +147,9 @@ async def _poll_loop(client: Any, task_id: str, deadline: float) -> Outcome:
         polls += 1
         state = json.loads(response.content)["data"]["status"]
         if state in TERMINAL:
-            return Outcome("success" if state == "success" else "failed", polls)
+            return PollOutcome("success" if state == "success" else "failed", polls)
         if time.time() > deadline:
-            return Outcome("timeout", polls)
+            return PollOutcome("timeout", polls)
         await asyncio.sleep(schedule.interval(polls))
 
 
@@ -164,7 +164,7 @@ async def _setup_floor(base_url: str, api_key: str, warm_task: str, deadline: fl
     async with httpx.AsyncClient(**options) as client:
         (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
 
-    async def wait(task_id: str) -> Outcome:
+    async def wait(task_id: str) -> PollOutcome:
         await asyncio.sleep(_first_delay(schedule))
         async with httpx.AsyncClient(**options) as client:
             return await _poll_loop(client, task_id, deadline)
@@ -191,7 +191,7 @@ async def _setup_shared_floor(
     (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
     schedule = PollSchedule()
 
-    async def wait(task_id: str) -> Outcome:
+    async def wait(task_id: str) -> PollOutcome:
         await asyncio.sleep(_first_delay(schedule))
         return await _poll_loop(client, task_id, deadline)
 
@@ -209,7 +209,7 @@ async def _setup_naive(base_url: str, api_key: str, warm_task: str, deadline: fl
     async with httpx.AsyncClient(**options) as client:
         (await client.get(INFO_PATH, params={"task_id": warm_task})).raise_for_status()
 
-    async def wait(task_id: str) -> Outcome:
+    async def wait(task_id: str) -> PollOutcome:
         polls = 0
         await asyncio.sleep(_first_delay(schedule))
         while True:
@@ -218,9 +218,9 @@ async def _setup_naive(base_url: str, api_key: str, warm_task: str, deadline: fl
             polls += 1
             state = response.json()["data"]["status"]
             if state in TERMINAL:
-                return Outcome("success" if state == "success" else "failed", polls)
+                return PollOutcome("success" if state == "success" else "failed", polls)
             if time.time() > deadline:
-                return Outcome("timeout", polls)
+                return PollOutcome("timeout", polls)
             await asyncio.sleep(schedule.interval(polls))
 
     return wait
@@ -237,15 +237,15 @@ SETUPS = {
 # ------------------------------------------------------------------ child process
 
 
-async def _fleet(wait: PollOne, task_ids: Sequence[str], ramp: float) -> list[Outcome]:
+async def _fleet(wait: PollOne, task_ids: Sequence[str], ramp: float) -> list[PollOutcome]:
     count = len(task_ids)
 
-    async def one(index: int, task_id: str) -> Outcome:
+    async def one(index: int, task_id: str) -> PollOutcome:
         await asyncio.sleep(ramp * index / count)
         try:
             return await wait(task_id)
         except Exception as error:  # a failure to report, not to crash the benchmark on
-            return Outcome(f"error: {type(error).__name__}: {error}"[:200], 0)
+            return PollOutcome(f"error: {type(error).__name__}: {error}"[:200], 0)
 
     return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(task_ids))))
 
@@ -309,7 +309,7 @@ def run_child(
             profiler.enable()
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         with GcPauses() as gc_pauses:
-            outcomes: list[Outcome] = loop.run_until_complete(
+            outcomes: list[PollOutcome] = loop.run_until_complete(
                 _with_probe(probe, _fleet(wait, task_ids, ramp))
             )
         cpu_used, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0

@@ -304,9 +304,18 @@ class FluxClient(_ClientBase):
         once it is hopeless or too many polls failed in a row.
         """
         wait = self._new_wait(flux_task_id, poll_interval, timeout, self._clock)
+        return self.follow(wait, on_poll=on_poll)
+
+    def follow(
+        self, wait: TaskWait, *, on_poll: OnPoll | None = None, first_delay: float = 0.0
+    ) -> TaskInfo:
+        """Poll ``wait``'s task until it ends, as ``wait`` decides (``first_delay`` before the
+        first poll); :meth:`wait_for_task` with a wait built elsewhere."""
+        if first_delay > 0:
+            self._sleep(wait.clamp(first_delay))
         return wait_blocking(
             wait,
-            lambda: self.get_task(flux_task_id, retry=False),
+            lambda: self.get_task(wait.flux_task_id, retry=False),
             sleep=self._sleep,
             on_poll=on_poll,
         )
@@ -396,12 +405,20 @@ class AsyncFluxClient(_ClientBase):
 
     async def wait_for_task(
         self,
-        wait: TaskWait,
+        flux_task_id: str,
         *,
+        poll_interval: float | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
         on_poll: OnPoll | None = None,
-        first_delay: float = 0.0,
     ) -> TaskInfo:
-        """Poll ``wait``'s task until it ends (the trigger's loop; see :func:`wait_async`)."""
+        """Async twin of :meth:`FluxClient.wait_for_task` (the same arguments)."""
+        wait = self._new_wait(flux_task_id, poll_interval, timeout, time.time)
+        return await self.follow(wait, on_poll=on_poll)
+
+    async def follow(
+        self, wait: TaskWait, *, on_poll: OnPoll | None = None, first_delay: float = 0.0
+    ) -> TaskInfo:
+        """Poll ``wait``'s task until it ends (the triggers' loop; see :func:`wait_async`)."""
         call = self._info_call(wait.flux_task_id)
         # Every poll sends the same GET: built once, as building one (URL merging and
         # checks) costs about a tenth of a poll's CPU.

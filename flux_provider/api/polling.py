@@ -27,10 +27,10 @@ DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 DEFAULT_NOT_FOUND_GRACE = 3
 ERROR_BACKOFF_MAX = 30.0
 
-Outcome = TaskInfo | FluxError
+PollOutcome = TaskInfo | FluxError
 """What one poll gave: the task's info, or the error the poll raised."""
 
-OnPoll = Callable[["TaskWait", Outcome], None]
+OnPoll = Callable[["TaskWait", PollOutcome], None]
 """Called after each poll that did not end the wait (to log progress)."""
 
 
@@ -128,7 +128,7 @@ class WaitSettings:
 
 @dataclass
 class TaskWait:
-    """The state of one wait for one task; a loop feeds it each poll's :data:`Outcome`.
+    """The state of one wait for one task; a loop feeds it each poll's :data:`PollOutcome`.
 
     :meth:`observe` returns the info once the task has ended, or sets
     :attr:`delay` (the pause before the next poll, clamped to the deadline);
@@ -170,7 +170,7 @@ class TaskWait:
         """Seconds since this wait began."""
         return self.clock() - self.started
 
-    def observe(self, outcome: Outcome) -> TaskInfo | None:
+    def observe(self, outcome: PollOutcome) -> TaskInfo | None:
         """Take in one poll's outcome: the info if the task ended, else ``None`` (see ``delay``)."""
         if isinstance(outcome, FluxError):
             self.delay = self.clamp(self.record_error(outcome))
@@ -180,7 +180,7 @@ class TaskWait:
             self.delay = self.next_delay()
         return ended
 
-    def after_poll(self, outcome: Outcome, on_poll: OnPoll | None = None) -> TaskInfo | None:
+    def after_poll(self, outcome: PollOutcome, on_poll: OnPoll | None = None) -> TaskInfo | None:
         """One step of a loop: :meth:`observe`, then (if not ended) report it and check the
         deadline; the loop then sleeps :attr:`delay`."""
         ended = self.observe(outcome)
@@ -257,7 +257,7 @@ class TaskWait:
             flux_task_id=self.flux_task_id,
         )
 
-    def progress(self, outcome: Outcome) -> tuple[str, str] | None:
+    def progress(self, outcome: PollOutcome) -> tuple[str, str] | None:
         """What to log about a poll that did not end the wait, as (level, message), or ``None``.
 
         A failed poll is a warning; a new status word is news; an unknown word
@@ -310,7 +310,7 @@ class TaskWait:
             return
 
 
-def log_progress(log: logging.Logger | Any, wait: TaskWait, outcome: Outcome) -> None:
+def log_progress(log: logging.Logger | Any, wait: TaskWait, outcome: PollOutcome) -> None:
     """Log what :meth:`TaskWait.progress` finds worth saying (an :data:`OnPoll` callback)."""
     progress = wait.progress(outcome)
     if progress is not None:
@@ -318,7 +318,7 @@ def log_progress(log: logging.Logger | Any, wait: TaskWait, outcome: Outcome) ->
         log.log(logging.WARNING if level == "warning" else logging.INFO, message)
 
 
-def _attempt(poll: Callable[[], TaskInfo]) -> Outcome:
+def _attempt(poll: Callable[[], TaskInfo]) -> PollOutcome:
     try:
         return poll()
     except FluxError as error:
@@ -353,7 +353,7 @@ async def wait_async(
         await sleep(wait.clamp(first_delay))
     while True:
         try:
-            outcome: Outcome = await poll()
+            outcome: PollOutcome = await poll()
         except FluxError as error:
             outcome = error
         if (ended := wait.after_poll(outcome, on_poll)) is not None:

@@ -30,7 +30,7 @@ from flux_provider.api.downloads import (
 from flux_provider.api.errors import FluxError
 from flux_provider.api.formatting import credits_text
 from flux_provider.api.models import MODEL_NAME, TaskInfo
-from flux_provider.api.polling import OnPoll
+from flux_provider.api.polling import OnPoll, TaskWait
 from flux_provider.api.pool import shared_clients
 from flux_provider.hooks.connection import build_config
 from flux_provider.hooks.event_loop import async_io_ready, shared_config_read
@@ -162,6 +162,12 @@ class FluxHook(BaseHook):
             flux_task_id, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll
         )
 
+    def follow_task(
+        self, wait: TaskWait, *, on_poll: OnPoll | None = None, first_delay: float = 0.0
+    ) -> TaskInfo:
+        """Block until ``wait``'s task ends, as ``wait`` decides (its deadline included)."""
+        return self.client.follow(wait, on_poll=on_poll, first_delay=first_delay)
+
     def result_downloader(
         self, config: ClientConfig | None = None, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     ) -> ResultDownloader:
@@ -210,6 +216,27 @@ class FluxHook(BaseHook):
         """Async twin of :meth:`get_task`."""
         async with self.async_client() as client:
             return await client.get_task(flux_task_id)
+
+    async def await_for_task(
+        self,
+        flux_task_id: str,
+        *,
+        poll_interval: float | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        on_poll: OnPoll | None = None,
+    ) -> TaskInfo:
+        """Async twin of :meth:`wait_for_task` (the same arguments)."""
+        async with self.async_client() as client:
+            return await client.wait_for_task(
+                flux_task_id, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll
+            )
+
+    async def afollow_task(
+        self, wait: TaskWait, *, on_poll: OnPoll | None = None, first_delay: float = 0.0
+    ) -> TaskInfo:
+        """Async twin of :meth:`follow_task`: the triggers' wait, on the shared client."""
+        async with self.async_client() as client:
+            return await client.follow(wait, on_poll=on_poll, first_delay=first_delay)
 
     async def aget_balance(self) -> float:
         """Async twin of :meth:`get_balance`."""

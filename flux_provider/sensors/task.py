@@ -14,7 +14,7 @@ from flux_provider.api.config import DEFAULT_WAIT_TIMEOUT
 from flux_provider.api.errors import FluxError
 from flux_provider.api.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    Outcome,
+    PollOutcome,
     TaskWait,
     WaitSettings,
     log_progress,
@@ -89,7 +89,7 @@ class FluxTaskSensor(FluxWaitMixin, BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One poll: done with the result when the task ended; raises if it failed."""
         wait = self._restore_wait(context)
-        outcome: Outcome
+        outcome: PollOutcome
         try:
             outcome = self.hook.get_task(self.flux_task_id, retry=False)
         except FluxError as error:

@@ -76,9 +76,7 @@ class _BatchIO:
         return flux_task_id
 
     async def follow(self, wait: TaskWait, first_delay: float) -> TaskInfo:
-        info = await self._client.wait_for_task(
-            wait, on_poll=self._warn_only, first_delay=first_delay
-        )
+        info = await self._client.follow(wait, on_poll=self._warn_only, first_delay=first_delay)
         self._ended_at[info.flux_task_id] = time.time()
         self._metrics.ended(info)
         return info

@@ -93,8 +93,9 @@ class FluxTaskTrigger(BaseTrigger):
         # work too when many triggers start at once (a mapped batch, a triggerer restart).
         await asyncio.sleep(wait.clamp(random.uniform(0.0, wait.schedule.interval(1))))
         try:
-            async with FluxHook(flux_conn_id=self.flux_conn_id).async_client() as client:
-                info = await client.wait_for_task(wait, on_poll=partial(log_progress, self.log))
+            info = await FluxHook(flux_conn_id=self.flux_conn_id).afollow_task(
+                wait, on_poll=partial(log_progress, self.log)
+            )
             event = TaskEvent.from_info(info, wait)
         except FluxError as error:
             event = TaskEvent.from_error(self.flux_task_id, error, wait)

@@ -38,3 +38,18 @@ def test_nothing_above_the_api_layer_reaches_past_the_hook() -> None:
 def test_the_check_sees_what_it_looks_for() -> None:
     code = "self.hook.client.get_task('x')\nhook.client.config\nself.hook.get_task('x')\n"
     assert _reaches_past_the_hook(ast.parse(code)) == [1, 2]
+
+
+def test_the_sync_and_async_waits_share_one_signature() -> None:
+    import inspect
+
+    from flux_provider.api.client import AsyncFluxClient, FluxClient
+    from flux_provider.hooks import FluxHook
+
+    for sync, twin in (
+        (FluxClient.wait_for_task, AsyncFluxClient.wait_for_task),
+        (FluxClient.follow, AsyncFluxClient.follow),
+        (FluxHook.wait_for_task, FluxHook.await_for_task),
+        (FluxHook.follow_task, FluxHook.afollow_task),
+    ):
+        assert inspect.signature(sync) == inspect.signature(twin), (sync, twin)

@@ -125,6 +125,14 @@ async def test_async_success_path(server: FakeFluxServer) -> None:
     assert server.tasks[flux_task_id].callback_url == "https://hooks.example/done"
 
 
+async def test_the_async_wait_takes_the_sync_waits_arguments(server: FakeFluxServer) -> None:
+    async with AsyncFluxClient(_config(server)) as flux:
+        flux_task_id = await flux.create_task(PROMPT)
+        info = await flux.wait_for_task(flux_task_id, poll_interval=0.05, timeout=10)
+    assert info.state is TaskState.SUCCESS
+    assert info.flux_task_id == flux_task_id
+
+
 def test_one_pooled_connection_is_reused(server: FakeFluxServer) -> None:
     with FluxClient(_config(server)) as flux:
         flux_task_id = flux.create_task(PROMPT)

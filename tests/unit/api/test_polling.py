@@ -18,7 +18,7 @@ from flux_provider.api.errors import (
 from flux_provider.api.models import TaskInfo, TaskState
 from flux_provider.api.polling import (
     ERROR_BACKOFF_MAX,
-    Outcome,
+    PollOutcome,
     PollSchedule,
     TaskWait,
     wait_async,
@@ -55,7 +55,7 @@ def info(word: str, state: TaskState | None = None, **extra: object) -> TaskInfo
     return TaskInfo(flux_task_id="task_1", state=state or guessed, raw_state=word, **extra)  # type: ignore[arg-type]
 
 
-def poller(outcomes: list[Outcome]) -> tuple[list[int], object]:
+def poller(outcomes: list[PollOutcome]) -> tuple[list[int], object]:
     calls: list[int] = []
     pending = list(outcomes)
 
@@ -93,7 +93,7 @@ def test_the_blocking_loop_sleeps_the_schedule_until_the_end() -> None:
 async def test_the_async_loop_makes_the_same_decisions() -> None:
     clock = FakeClock()
     wait = TaskWait("task_1", deadline=clock() + 100, clock=clock)
-    outcomes: list[Outcome] = [info("pending"), ServerError("blip"), info("success")]
+    outcomes: list[PollOutcome] = [info("pending"), ServerError("blip"), info("success")]
 
     async def poll() -> TaskInfo:
         outcome = outcomes.pop(0)
