@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from flux_provider.triggers import FluxTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 CONN_FIELDS = {
     "header_name",
@@ -19,6 +23,43 @@ CONN_FIELDS = {
     "allow_insecure_http",
 }
 """The connection form's Flux fields, on every Airflow version."""
+
+
+class FakeTI:
+    """The part of a task instance the operators touch: ``xcom_push`` (kept in ``xcoms``) and
+    ``start_date`` (``None``, as for a task not started, until a test sets it)."""
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+        self.start_date: datetime | None = None
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        """Keep the value."""
+        self.xcoms[key] = value
+
+
+class FakeStore(dict[str, Any]):
+    """A ``task_state_store`` kept in memory."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+def task_context(ti: FakeTI | None = None, store: FakeStore | None = None) -> Context:
+    """A minimal execution context for calling an operator's ``execute`` or ``execute_complete``,
+    or a sensor's ``poke``, directly: ``ti`` (a new :class:`FakeTI` unless given) and, if given,
+    ``store`` as the ``task_state_store``. Keep the ``ti`` or ``store`` passed in to look at what
+    the task left in them."""
+    entries: dict[str, object] = {"ti": FakeTI() if ti is None else ti}
+    if store is not None:
+        entries["task_state_store"] = store
+    # The one cast to Airflow's Context: it types "ti" as the runtime task instance and
+    # "task_state_store" as its accessor, which only a running task has. The stand-ins have the
+    # part of them the provider uses.
+    return cast("Context", entries)
 
 
 def flux_trigger(

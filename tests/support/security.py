@@ -1,4 +1,4 @@
-"""Shared pieces of the security tests: the key, a task context, running a trigger to its end."""
+"""Shared pieces of the security tests: the key, a key search, running a trigger to its end."""
 
 from __future__ import annotations
 
@@ -63,22 +63,6 @@ class KeySearch:
 
 
 TRIGGER_TIMEOUT = 60.0
-
-
-class FakeTI:
-    """The part of a task instance the operator touches."""
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        """Keep the value."""
-        self.xcoms[key] = value
-
-
-def task_context() -> dict[str, Any]:
-    """A minimal execution context for calling an operator's ``execute`` directly."""
-    return {"ti": FakeTI()}
 
 
 def trigger_for(flux_task_id: str, conn_id: str = HOSTILE_CONN_ID, **overrides: Any) -> Any:

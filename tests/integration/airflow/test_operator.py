@@ -14,33 +14,7 @@ from flux_provider.sensors import FluxTaskSensor
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.triggers import FluxTaskTrigger
 from tests.conftest import API_KEY
-
-
-class FakeTI:
-    """The part of a task instance the operator touches."""
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-
-class FakeStore(dict[str, Any]):
-    """A ``task_state_store`` kept in memory."""
-
-    def set(self, key: str, value: Any) -> None:
-        self[key] = value
-
-    def delete(self, key: str) -> None:
-        self.pop(key, None)
-
-
-def _context(store: FakeStore | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"ti": FakeTI()}
-    if store is not None:
-        context["task_state_store"] = store
-    return context
+from tests.support.airflow import FakeStore, FakeTI, task_context
 
 
 def _operator(**overrides: Any) -> FluxGenerateImageOperator:
@@ -56,15 +30,15 @@ def _operator(**overrides: Any) -> FluxGenerateImageOperator:
 
 
 def test_defers_with_the_right_trigger(fake_api: FakeFluxServer) -> None:
-    context = _context(FakeStore())
+    ti, store = FakeTI(), FakeStore()
     with pytest.raises(TaskDeferred) as info:
-        _operator(timeout=120).execute(context)
+        _operator(timeout=120).execute(task_context(ti, store))
     deferred = info.value
     assert isinstance(deferred.trigger, FluxTaskTrigger)
     assert deferred.method_name == "execute_complete"
     assert deferred.timeout is None
-    flux_task_id = context["ti"].xcoms["flux_task_id"]
-    assert context["task_state_store"]["flux_task_id"] == flux_task_id
+    flux_task_id = ti.xcoms["flux_task_id"]
+    assert store["flux_task_id"] == flux_task_id
     _, kwargs = deferred.trigger.serialize()
     assert kwargs["flux_task_id"] == flux_task_id
     assert kwargs["flux_conn_id"] == "flux_default"
@@ -79,23 +53,23 @@ def test_defers_with_the_right_trigger(fake_api: FakeFluxServer) -> None:
 
 def test_already_finished_task_never_defers(fake_api: FakeFluxServer) -> None:
     fake_api.duration = 0
-    result = _operator().execute(_context())
+    result = _operator().execute(task_context())
     assert result["state"] == "success"
     assert result["result_urls"]
 
 
 def test_sync_path_polls_on_the_worker(fake_api: FakeFluxServer) -> None:
-    context = _context()
-    result = _operator(deferrable=False).execute(context)
+    ti = FakeTI()
+    result = _operator(deferrable=False).execute(task_context(ti))
     assert result["state"] == "success"
-    assert result["flux_task_id"] == context["ti"].xcoms["flux_task_id"]
-    assert context["ti"].xcoms["_link_FluxResultLink"] == result["result_urls"][0]
+    assert result["flux_task_id"] == ti.xcoms["flux_task_id"]
+    assert ti.xcoms["_link_FluxResultLink"] == result["result_urls"][0]
     assert json.loads(json.dumps(result)) == result
     assert fake_api.stats.poll_requests >= 2
 
 
 def test_fire_and_forget_returns_the_id(fake_api: FakeFluxServer) -> None:
-    result = _operator(wait_for_completion=False).execute(_context())
+    result = _operator(wait_for_completion=False).execute(task_context())
     assert result == {"flux_task_id": result["flux_task_id"], "state": "submitted"}
     assert fake_api.stats.poll_requests == 0
 
@@ -114,7 +88,7 @@ def test_templated_fields_and_extra_input_pass_through(fake_api: FakeFluxServer)
         "callback_url",
         "download_to",
     }
-    result = operator.execute(_context())
+    result = operator.execute(task_context())
     assert fake_api.tasks[result["flux_task_id"]].input == {
         "prompt": "an orange cat in a paper boat",
         "aspect_ratio": "4:3",
@@ -148,7 +122,7 @@ def test_bad_rendered_input_fails_without_retry_and_sends_nothing(
     fake_api: FakeFluxServer, overrides: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(AirflowFailException, match=field):
-        _operator(**overrides).execute(_context())
+        _operator(**overrides).execute(task_context())
     assert fake_api.stats.requests == []
 
 
@@ -185,9 +159,9 @@ def test_submit_failures_are_classified(
 ) -> None:
     fake_api.add_fault(Fault(endpoint="create", status=code, times=None, message="nope"))
     operator = _operator()
-    operator.hook.client._sleep = lambda seconds: None  # type: ignore[method-assign]
+    operator.hook.client._sleep = lambda seconds: None
     with pytest.raises(expected, match="nope"):
-        operator.execute(_context())
+        operator.execute(task_context())
 
 
 def _event(status: str, **fields: Any) -> dict[str, Any]:
@@ -212,10 +186,10 @@ def _summary(**fields: Any) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("fake_api")
 def test_execute_complete_success() -> None:
-    context = _context()
-    result = _operator().execute_complete(context, _event("success", task=_summary()))
+    ti = FakeTI()
+    result = _operator().execute_complete(task_context(ti), _event("success", task=_summary()))
     assert result["result_urls"] == ["https://cdn.example/1.png"]
-    assert context["ti"].xcoms["_link_FluxResultLink"] == "https://cdn.example/1.png"
+    assert ti.xcoms["_link_FluxResultLink"] == "https://cdn.example/1.png"
 
 
 @pytest.mark.parametrize(
@@ -247,27 +221,28 @@ def test_execute_complete_raises_per_event(
     event: dict[str, Any] | None, expected: type[Exception], text: str
 ) -> None:
     with pytest.raises(expected, match=text):
-        _operator().execute_complete(_context(), event)
+        _operator().execute_complete(task_context(), event)
 
 
 def test_sensor_defers_then_completes(fake_api: FakeFluxServer) -> None:
     flux_task_id = fake_api.submit({"prompt": "made elsewhere"})
     sensor = FluxTaskSensor(task_id="wait", flux_task_id=flux_task_id, deferrable=True)
     with pytest.raises(TaskDeferred) as info:
-        sensor.execute(_context())
+        sensor.execute(task_context())
     assert info.value.trigger.serialize()[1]["flux_task_id"] == flux_task_id
-    result = sensor.execute_complete(_context(), _event("success", task=_summary()))
+    result = sensor.execute_complete(task_context(), _event("success", task=_summary()))
     assert result["state"] == "success"
 
 
 def test_sensor_pokes_until_done(fake_api: FakeFluxServer) -> None:
     flux_task_id = fake_api.submit({"prompt": "made elsewhere"})
     sensor = FluxTaskSensor(task_id="wait", flux_task_id=flux_task_id, deferrable=False)
-    assert sensor.poke(_context()) is False
+    assert sensor.poke(task_context()) is False
     fake_api.complete(flux_task_id)
-    done = sensor.poke(_context())
+    done = sensor.poke(task_context())
     assert done
     assert not isinstance(done, bool)
+    assert done.xcom_value is not None
     assert done.xcom_value["flux_task_id"] == flux_task_id
 
 
@@ -276,7 +251,7 @@ def test_sensor_fails_like_the_operator(fake_api: FakeFluxServer) -> None:
     fake_api.fail(flux_task_id, code=422, message="violates policy")
     sensor = FluxTaskSensor(task_id="wait", flux_task_id=flux_task_id, deferrable=False)
     with pytest.raises(AirflowFailException, match="violates policy"):
-        sensor.poke(_context())
+        sensor.poke(task_context())
 
 
 def test_sensor_tolerates_a_transient_poll_error(fake_api: FakeFluxServer) -> None:
@@ -285,42 +260,42 @@ def test_sensor_tolerates_a_transient_poll_error(fake_api: FakeFluxServer) -> No
     sensor = FluxTaskSensor(
         task_id="wait", flux_task_id=flux_task_id, deferrable=False, max_consecutive_errors=1
     )
-    sensor.hook.client._sleep = lambda seconds: None  # type: ignore[method-assign]
-    assert sensor.poke(_context()) is False
+    sensor.hook.client._sleep = lambda seconds: None
+    assert sensor.poke(task_context()) is False
     with pytest.raises(FluxTaskError):
-        sensor.poke(_context())
+        sensor.poke(task_context())
 
 
 def test_retry_reattaches_and_success_forgets_the_task(fake_api: FakeFluxServer) -> None:
     store = FakeStore()
     with pytest.raises(TaskDeferred):
-        _operator().execute(_context(store))
+        _operator().execute(task_context(store=store))
     flux_task_id = store["flux_task_id"]
     fake_api.complete(flux_task_id)
     # The next try finds the recorded task, already succeeded: no new submission.
-    result = _operator(deferrable=False).execute(_context(store))
+    result = _operator(deferrable=False).execute(task_context(store=store))
     assert result["flux_task_id"] == flux_task_id
     assert fake_api.stats.create_requests == 1
     # Success forgets it, so clearing the task later generates a new image.
     assert "flux_task_id" not in store
-    assert _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"] != (
-        flux_task_id
-    )
+    assert _operator(wait_for_completion=False).execute(task_context(store=store))[
+        "flux_task_id"
+    ] != (flux_task_id)
     assert fake_api.stats.create_requests == 2
 
 
 def test_retry_after_a_failed_generation_submits_anew(fake_api: FakeFluxServer) -> None:
     store = FakeStore()
-    first = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
+    first = _operator(wait_for_completion=False).execute(task_context(store=store))["flux_task_id"]
     fake_api.fail(first, code=501, message="GPU error")
-    second = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
+    second = _operator(wait_for_completion=False).execute(task_context(store=store))["flux_task_id"]
     assert second != first
     assert store["flux_task_id"] == second
 
 
 def test_reattach_can_be_turned_off(fake_api: FakeFluxServer) -> None:
     store = FakeStore({"flux_task_id": fake_api.submit({"prompt": "earlier"})})
-    _operator(wait_for_completion=False, reattach=False).execute(_context(store))
+    _operator(wait_for_completion=False, reattach=False).execute(task_context(store=store))
     assert fake_api.stats.create_requests == 1
 
 
@@ -329,7 +304,7 @@ def test_sync_path_logs_each_state_change(
 ) -> None:
     # Pending for the first second: long enough for the first poll to see it on a loaded machine.
     fake_api.duration = 3.0
-    result = _operator(deferrable=False, poll_interval=0.02).execute(_context())
+    result = _operator(deferrable=False, poll_interval=0.02).execute(task_context())
     flux_task_id = result["flux_task_id"]
     lines = [line for line in capsys.readouterr().out.splitlines() if flux_task_id in line]
     assert any(f"Submitted flux task {flux_task_id}" in line for line in lines)
@@ -353,7 +328,7 @@ def test_misconfigured_connection_fails_without_retry(
     monkeypatch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", json.dumps(connection))
     for task in (_operator(), FluxTaskSensor(task_id="wait", flux_task_id="task_1")):
         with pytest.raises(AirflowFailException, match="misconfigured") as info:
-            task.execute(_context())
+            task.execute(task_context())
         assert API_KEY not in str(info.value)
 
 
@@ -362,30 +337,30 @@ def test_min_balance_below_fails_without_retry_and_submits_nothing(
 ) -> None:
     fake_api.balance = 3
     with pytest.raises(AirflowFailException, match=r"3 credits, below min_balance=10"):
-        _operator(min_balance=10).execute(_context())
+        _operator(min_balance=10).execute(task_context())
     assert (fake_api.stats.balance_requests, fake_api.stats.create_requests) == (1, 0)
 
 
 def test_min_balance_above_submits(fake_api: FakeFluxServer) -> None:
     fake_api.balance = 30
-    _operator(min_balance=10, wait_for_completion=False).execute(_context())
+    _operator(min_balance=10, wait_for_completion=False).execute(task_context())
     assert (fake_api.stats.balance_requests, fake_api.stats.tasks_created) == (1, 1)
 
 
 def test_max_credits_below_the_estimate_fails_without_retry(fake_api: FakeFluxServer) -> None:
     with pytest.raises(AirflowFailException, match=r"cost 12 credits, above max_credits=8"):
-        _operator(resolution="2K", max_credits=8).execute(_context())
+        _operator(resolution="2K", max_credits=8).execute(task_context())
     assert (fake_api.stats.estimate_requests, fake_api.stats.create_requests) == (1, 0)
 
 
 def test_max_credits_above_the_estimate_submits(fake_api: FakeFluxServer) -> None:
-    _operator(max_credits=8, min_balance=1, wait_for_completion=False).execute(_context())
+    _operator(max_credits=8, min_balance=1, wait_for_completion=False).execute(task_context())
     stats = fake_api.stats
     assert (stats.balance_requests, stats.estimate_requests, stats.tasks_created) == (1, 1, 1)
 
 
 def test_no_credit_calls_when_unset(fake_api: FakeFluxServer) -> None:
-    _operator(wait_for_completion=False).execute(_context())
+    _operator(wait_for_completion=False).execute(task_context())
     assert (fake_api.stats.balance_requests, fake_api.stats.estimate_requests) == (0, 0)
 
 
@@ -394,7 +369,7 @@ def test_max_credits_without_an_estimate_endpoint_says_so() -> None:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
             with pytest.raises(AirflowFailException, match="no estimate-credits endpoint"):
-                _operator(max_credits=100).execute(_context())
+                _operator(max_credits=100).execute(task_context())
         assert fake.stats.create_requests == 0
 
 
@@ -402,15 +377,17 @@ def test_credit_checks_retry_transient_errors(fake_api: FakeFluxServer) -> None:
     fake_api.add_fault(Fault(endpoint="balance", status=500, times=1))
     fake_api.add_fault(Fault(endpoint="estimate", status=429, times=1))
     operator = _operator(min_balance=1, max_credits=100, wait_for_completion=False)
-    operator.hook.client._sleep = lambda seconds: None  # type: ignore[method-assign]
-    operator.execute(_context())
+    operator.hook.client._sleep = lambda seconds: None
+    operator.execute(task_context())
     assert (fake_api.stats.balance_requests, fake_api.stats.estimate_requests) == (2, 2)
     assert fake_api.stats.tasks_created == 1
 
 
 def test_a_retry_that_reattaches_makes_no_credit_calls(fake_api: FakeFluxServer) -> None:
     store = FakeStore({"flux_task_id": fake_api.submit({"prompt": "earlier"})})
-    _operator(min_balance=1, max_credits=100, wait_for_completion=False).execute(_context(store))
+    _operator(min_balance=1, max_credits=100, wait_for_completion=False).execute(
+        task_context(store=store)
+    )
     assert (fake_api.stats.balance_requests, fake_api.stats.estimate_requests) == (0, 0)
     assert fake_api.stats.create_requests == 0
 
@@ -418,7 +395,7 @@ def test_a_retry_that_reattaches_makes_no_credit_calls(fake_api: FakeFluxServer)
 def test_a_402_on_create_fails_without_retry(fake_api: FakeFluxServer) -> None:
     fake_api.balance = 1
     with pytest.raises(AirflowFailException, match="insufficient credits"):
-        _operator().execute(_context())
+        _operator().execute(task_context())
     assert fake_api.stats.tasks_created == 0
 
 
@@ -439,7 +416,7 @@ def test_bad_credit_limits_fail_when_the_dag_is_parsed(
 
 def test_input_urls_travel_as_img_urls(fake_api: FakeFluxServer) -> None:
     urls = ["https://img.example/a.png", "data:image/jpeg;base64,/9j/4AAQ"]
-    result = _operator(input_urls=urls, wait_for_completion=False).execute(_context())
+    result = _operator(input_urls=urls, wait_for_completion=False).execute(task_context())
     assert fake_api.tasks[result["flux_task_id"]].input["img_urls"] == urls
 
 
@@ -447,16 +424,16 @@ def test_a_retry_after_a_success_without_images_submits_anew(fake_api: FakeFluxS
     fake_api.result_shape = "empty"
     fake_api.duration = 0
     store = FakeStore()
-    first = _operator(wait_for_completion=False).execute(_context(store))["flux_task_id"]
+    first = _operator(wait_for_completion=False).execute(task_context(store=store))["flux_task_id"]
     # The retry finds the first task without images: it submits anew (which has none either).
     with pytest.raises(FluxTaskError, match="no image URL"):
-        _operator(deferrable=False).execute(_context(store))
+        _operator(deferrable=False).execute(task_context(store=store))
     second = store["flux_task_id"]
     assert second != first
     assert fake_api.stats.tasks_created == 2
     # Once the task's answer does carry images, the next retry reuses it.
     fake_api.result_shape = "media_urls"
-    result = _operator(deferrable=False).execute(_context(store))
+    result = _operator(deferrable=False).execute(task_context(store=store))
     assert result["flux_task_id"] == second
     assert fake_api.stats.tasks_created == 2
 
@@ -464,9 +441,10 @@ def test_a_retry_after_a_success_without_images_submits_anew(fake_api: FakeFluxS
 def test_the_trigger_deadline_honours_execution_timeout(fake_api: FakeFluxServer) -> None:
     from datetime import datetime, timedelta, timezone
 
-    context = _context()
+    ti = FakeTI()
+    context = task_context(ti)
     started = datetime.now(timezone.utc) - timedelta(seconds=50)
-    context["ti"].start_date = started
+    ti.start_date = started
     operator = _operator(timeout=900, execution_timeout=timedelta(seconds=60))
     with pytest.raises(TaskDeferred) as info:
         operator.execute(context)
@@ -493,7 +471,7 @@ def test_sensor_in_reschedule_mode_counts_errors_across_pokes(fake_api: FakeFlux
             mode="reschedule",
             max_consecutive_errors=2,
         )
-        return sensor.poke(_context(store))
+        return sensor.poke(task_context(store=store))
 
     assert poke() is False
     assert poke() is False
@@ -504,11 +482,11 @@ def test_sensor_in_reschedule_mode_counts_errors_across_pokes(fake_api: FakeFlux
 
 def test_sensor_tolerates_not_found_right_after_submission(fake_api: FakeFluxServer) -> None:
     sensor = FluxTaskSensor(task_id="wait", flux_task_id="task_not_yet", deferrable=False)
-    assert sensor.poke(_context()) is False
-    assert sensor.poke(_context()) is False
-    assert sensor.poke(_context()) is False
+    assert sensor.poke(task_context()) is False
+    assert sensor.poke(task_context()) is False
+    assert sensor.poke(task_context()) is False
     with pytest.raises(AirflowFailException, match="404"):
-        sensor.poke(_context())
+        sensor.poke(task_context())
 
 
 def test_sensor_in_reschedule_mode_without_a_state_store_says_so(
@@ -518,7 +496,7 @@ def test_sensor_in_reschedule_mode_without_a_state_store_says_so(
     sensor = FluxTaskSensor(
         task_id="wait", flux_task_id=flux_task_id, deferrable=False, mode="reschedule"
     )
-    assert sensor.poke(_context()) is False
-    assert sensor.poke(_context()) is False
+    assert sensor.poke(task_context()) is False
+    assert sensor.poke(task_context()) is False
     warnings = [line for line in capsys.readouterr().out.splitlines() if "Airflow < 3.3" in line]
     assert len(warnings) == 1

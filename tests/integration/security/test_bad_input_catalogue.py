@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import pytest
 from airflow.sdk import DAG
@@ -28,7 +28,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from flux_provider.api.models import MAX_PROMPT_CHARS
 from flux_provider.operators import FluxGenerateImageOperator
 from flux_provider.testing import FakeFluxServer, render_image
-from tests.support.security import KEY, task_context
+from tests.support.airflow import FakeTI, task_context
+from tests.support.security import KEY
 
 Stage = Literal["parse", "run"]
 PARSE: Stage = "parse"
@@ -377,12 +378,13 @@ def test_bad_input_is_rejected_before_any_request_naming_field_and_allowed_value
         error = parse_info.value
     else:
         operator = _operator(case)
-        context = task_context()
-        operator.render_template_fields(cast(Any, context))
+        ti = FakeTI()
+        context = task_context(ti)
+        operator.render_template_fields(context)
         with pytest.raises(AirflowFailException) as run_info:
             operator.execute(context)
         error = run_info.value
-        assert "flux_task_id" not in context["ti"].xcoms
+        assert "flux_task_id" not in ti.xcoms
     message = str(error)
     assert case.param in message, message
     assert case.allowed in message, message
@@ -485,7 +487,7 @@ def test_valid_data_image_uris_are_accepted_and_sent_as_img_urls(
             **{**GOOD, "deferrable": False, "wait_for_completion": False, **references}
         )
     context = task_context()
-    operator.render_template_fields(cast(Any, context))
+    operator.render_template_fields(context)
 
     result = operator.execute(context)
 

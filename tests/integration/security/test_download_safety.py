@@ -39,7 +39,8 @@ from tests.integration.security.hostile import (
     json_answer,
     task_data,
 )
-from tests.support.security import HOSTILE_CONN_ID, KEY, task_context
+from tests.support.airflow import task_context
+from tests.support.security import HOSTILE_CONN_ID, KEY
 
 PNG = render_image("download safety", 3, "1:1")
 MIB = 1 << 20

@@ -49,7 +49,8 @@ from tests.integration.security.hostile import (
     success_result,
     task_data,
 )
-from tests.support.security import HOSTILE_CONN_ID, KEY, run_trigger, task_context, trigger_for
+from tests.support.airflow import FakeTI, task_context
+from tests.support.security import HOSTILE_CONN_ID, KEY, run_trigger, trigger_for
 
 MIB = 1 << 20
 BIG = 50 * MIB
@@ -641,7 +642,7 @@ def _hostile_operator(**options: Any) -> FluxGenerateImageOperator:
         timeout=30,
         **options,
     )
-    operator.hook.client._sleep = lambda seconds: None  # type: ignore[attr-defined]
+    operator.hook.client._sleep = lambda seconds: None
     return operator
 
 
@@ -728,10 +729,10 @@ def test_hostile_create_answer_fails_the_task_clearly_after_one_request(
     hostile_conn: HostileServer, case: Hostile
 ) -> None:
     hostile_conn.route(CREATE_PATH, case.answer)
-    context = task_context()
+    ti = FakeTI()
 
     with pytest.raises(AirflowException) as info:
-        _hostile_operator().execute(context)
+        _hostile_operator().execute(task_context(ti))
 
     message = str(info.value)
     assert case.fragment is not None
@@ -743,7 +744,7 @@ def test_hostile_create_answer_fails_the_task_clearly_after_one_request(
         assert isinstance(info.value, AirflowFailException)
     assert isinstance(info.value, (AirflowFailException, FluxTaskError))
     assert [seen.path for seen in hostile_conn.seen] == [CREATE_PATH]
-    assert "flux_task_id" not in context["ti"].xcoms  # no task id was accepted
+    assert "flux_task_id" not in ti.xcoms  # no task id was accepted
     sent = hostile_conn.wait_answers(1)
     if case.big:
         assert sent < READ_BOUND, f"the client let {sent} bytes through"
@@ -815,10 +816,10 @@ def _assert_refused_before_creating(
 ) -> None:
     """An operator whose credit check reads ``case`` at ``path`` fails and creates no task."""
     hostile_conn.route(path, case.answer)
-    context = task_context()
+    ti = FakeTI()
 
     with pytest.raises(AirflowException) as info:
-        _hostile_operator(**credit_check).execute(context)
+        _hostile_operator(**credit_check).execute(task_context(ti))
 
     assert case.fragment is not None
     assert case.fragment in str(info.value)
@@ -827,7 +828,7 @@ def _assert_refused_before_creating(
     assert CREATE_PATH not in paths
     assert 1 <= len(paths) <= 4  # the read is retried (at most the policy's 4 attempts)
     assert set(paths) == {path}
-    assert "flux_task_id" not in context["ti"].xcoms
+    assert "flux_task_id" not in ti.xcoms
 
 
 @pytest.mark.parametrize("case", BALANCE_ANSWERS, ids=[case.id for case in BALANCE_ANSWERS])
@@ -875,7 +876,7 @@ def test_hostile_estimate_answer_is_read_or_refused(
 ) -> None:
     hostile_conn.route(ESTIMATE_PATH, case.answer)
     hook = FluxHook(flux_conn_id=HOSTILE_CONN_ID)
-    hook.client._sleep = lambda seconds: None  # type: ignore[attr-defined]
+    hook.client._sleep = lambda seconds: None
 
     if case.reading is not None:
         assert hook.estimate_credits({"prompt": "a fox"}) == case.reading

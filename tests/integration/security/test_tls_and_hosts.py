@@ -45,7 +45,8 @@ from tests.integration.security.hostile import (
     json_answer,
     task_data,
 )
-from tests.support.security import HOSTILE_CONN_ID, KEY, run_trigger, task_context, trigger_for
+from tests.support.airflow import task_context
+from tests.support.security import HOSTILE_CONN_ID, KEY, run_trigger, trigger_for
 
 PNG = render_image("tls test", 1, "1:1")
 
