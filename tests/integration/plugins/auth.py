@@ -18,7 +18,7 @@ ROLES = {"admin": "admin", EDITOR: "user", OUTSIDER: "viewer"}
 CLOSED_DAGS = frozenset({"flux_text_to_image", "flux_mapped_batch"})
 
 
-class DenyingAuthManager(SimpleAuthManager):  # type: ignore[misc]
+class DenyingAuthManager(SimpleAuthManager):
     """Denies :data:`OUTSIDER` every DAG in :data:`CLOSED_DAGS`."""
 
     def is_authorized_dag(self, *, method: Any, user: Any, **options: Any) -> bool:

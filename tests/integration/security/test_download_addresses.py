@@ -155,7 +155,7 @@ def test_the_tls_server_name_is_the_urls_host_name(tmp_path: Path) -> None:
     """The connection goes to the checked address; TLS still names (and verifies) the host."""
     names: list[str | None] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no certificate: the handshake fails
-    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment]
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
     resolver = ChangingResolver({"images.example": [["127.0.0.1"]]})
     with HostileServer(tls=context) as server:
         url = f"https://images.example:{server.port}/ok.png"

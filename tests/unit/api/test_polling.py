@@ -52,7 +52,7 @@ def info(word: str, state: TaskState | None = None, **extra: object) -> TaskInfo
         "success": TaskState.SUCCESS,
         "failed": TaskState.FAILED,
     }.get(word, TaskState.UNKNOWN)
-    return TaskInfo(flux_task_id="task_1", state=state or guessed, raw_state=word, **extra)  # type: ignore[arg-type]
+    return TaskInfo(flux_task_id="task_1", state=state or guessed, raw_state=word, **extra)
 
 
 def poller(outcomes: list[PollOutcome]) -> tuple[list[int], object]:

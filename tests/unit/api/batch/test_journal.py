@@ -109,7 +109,7 @@ def test_local_writes_leave_no_partial_file(tmp_path: Path) -> None:
 
 def test_on_an_object_store() -> None:
     objects: dict[str, bytes] = {}
-    journal = BatchJournal(MemoryStore(objects, "bucket/out"), "k")  # type: ignore[arg-type]
+    journal = BatchJournal(MemoryStore(objects, "bucket/out"), "k")
     journal.write_inputs(INPUTS)
     assert "bucket/out/.flux-batch/k/inputs.json" in objects
     _exercise(journal)
