@@ -1,4 +1,5 @@
-"""Shared by the fake API's tests: the documented paths, a manual clock, HTTP shortcuts."""
+"""Shared by the fake API's tests: the documented paths, a manual clock, HTTP shortcuts; and
+by the tests that read what the fake received (:func:`prompt_of`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import IO, Any, cast
 
 import httpx
 
-from flux_provider.testing import FakeFluxServer
+from flux_provider.testing import FakeFluxServer, FakeTask
 
 KEY = "fake-key"
 # The paths as API.md documents them, spelled out so the tests check the fake against the
@@ -70,6 +71,13 @@ def keyed_client(base_url: str, key: str = KEY) -> httpx.Client:
 def body(prompt: str = "a red fox", **extra: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": "flux-2-max", "input": {"prompt": prompt, **extra}}
     return payload
+
+
+def prompt_of(task: FakeTask) -> str:
+    """The prompt the fake received for ``task`` (its ``input`` holds any JSON: a string here)."""
+    prompt = task.input["prompt"]
+    assert isinstance(prompt, str), prompt
+    return prompt
 
 
 def create(http: httpx.Client, payload: dict[str, Any] | None = None) -> str:

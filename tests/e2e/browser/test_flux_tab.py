@@ -26,6 +26,7 @@ from devtools.standalone import StandaloneAirflow
 from flux_provider.testing import FakeFluxServer
 from tests.conftest import API_KEY, standalone_airflow
 from tests.e2e.browser.support import CHROMIUM_ARGS, chromium_path, decoded_images
+from tests.support.fake import prompt_of
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -79,10 +80,7 @@ def airflow(
         while len(ended) < len(fake.tasks) or len(fake.tasks) < expected:
             # A batch's items are not deferred task instances: they end as soon as they exist.
             for flux_task_id, task in list(fake.tasks.items()):
-                if (
-                    task.input["prompt"].endswith(TASKFLOW_BATCH_SUFFIX)
-                    and flux_task_id not in ended
-                ):
+                if prompt_of(task).endswith(TASKFLOW_BATCH_SUFFIX) and flux_task_id not in ended:
                     fake.complete(flux_task_id)
                     ended.add(flux_task_id)
             # End each generation once the scheduler heard its task deferred (apache/airflow#72716).

@@ -9,6 +9,7 @@ import pytest
 
 from flux_provider.testing import FakeFluxServer
 from tests.conftest import load_dag
+from tests.support.fake import prompt_of
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -40,7 +41,7 @@ def test_the_function_writes_each_request_and_runs_once_per_task(
     assert run.state == "success"
     # Deferred and resumed, each mapped task called its function once.
     assert sorted(calls.read_text().split()) == ["a-1", "b-2"]
-    sent = sorted((task.input for task in fake_api.tasks.values()), key=lambda i: i["prompt"])
+    sent = [task.input for task in sorted(fake_api.tasks.values(), key=prompt_of)]
     assert sent == [
         {
             "prompt": "product a-1, studio photo",

@@ -11,6 +11,7 @@ import pytest
 
 from flux_provider.testing import FakeFluxServer
 from tests.conftest import load_dag
+from tests.support.fake import prompt_of
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -52,7 +53,7 @@ def test_text_to_image(fake_api: FakeFluxServer, tmp_path: Path, when: dict[str,
     assert run.state == "success"
     assert (run.logical_date is None) == ("logical_date" in when)
     (task,) = fake_api.tasks.values()
-    assert task.input["prompt"].endswith(run.run_after.strftime("%Y-%m-%d"))
+    assert prompt_of(task).endswith(run.run_after.strftime("%Y-%m-%d"))
     result = _xcom(run, "generate_hero_image")
     assert result["state"] == "success"
     assert result["flux_task_id"] == _xcom(run, "generate_hero_image", "flux_task_id")
@@ -74,7 +75,7 @@ def test_edit_with_reference_images(
         "https://images.example.com/uploads/sku-1042-front.jpg",
         "https://images.example.com/uploads/sku-1042-side.jpg",
     ]
-    assert "neon night" in task.input["prompt"]
+    assert "neon night" in prompt_of(task)
     _assert_stored(_xcom(run, "restyle_product_photos")["stored"], tmp_path)
 
 
@@ -88,7 +89,7 @@ def test_mapped_batch(fake_api: FakeFluxServer, tmp_path: Path, when: dict[str, 
     assert len(mapped) == 4
     assert {ti.state for ti in mapped} == {"success"}
     assert fake_api.stats.tasks_created == 4
-    prompts = sorted(task.input["prompt"] for task in fake_api.tasks.values())
+    prompts = sorted(prompt_of(task) for task in fake_api.tasks.values())
     assert prompts[0] == "A ceramic vase with dried grasses on a shelf, catalogue photo"
     assert len(list(tmp_path.glob("*.png"))) == 4
 

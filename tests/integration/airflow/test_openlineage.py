@@ -28,6 +28,7 @@ from flux_provider.testing import FakeFluxServer, Fault
 from tests.conftest import API_KEY, DAGS_FOLDER, REPO, load_dag
 from tests.integration.airflow.test_example_dags import _xcom
 from tests.support.compat import HAS_TASK_STATE_STORE
+from tests.support.fake import prompt_of
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -175,7 +176,7 @@ def test_text_to_image_emits_the_stored_image_and_the_generation(
     assert run.state == "success"
     result = _xcom(run, "generate_hero_image")
     (task,) = fake_api.tasks.values()
-    prompt = task.input["prompt"]
+    prompt = prompt_of(task)
     job = "flux_text_to_image.generate_hero_image"
 
     asked = {
@@ -234,7 +235,7 @@ def test_edit_example_reads_each_reference_image(
     _assert_stored_outputs(complete, _xcom(run, "restyle_product_photos"), tmp_path)
     _assert_documented(complete)
     (task,) = fake_api.tasks.values()
-    _assert_secret_free(lineage, task.input["prompt"])
+    _assert_secret_free(lineage, prompt_of(task))
 
 
 def test_result_urls_are_the_outputs_when_nothing_is_stored(

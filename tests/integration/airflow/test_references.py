@@ -102,6 +102,7 @@ def test_the_operator_sends_stored_references_as_data_uris(
     (task,) = fake_api.tasks.values()
     assert task.flux_task_id == flux_task_id
     sent = task.input["img_urls"]
+    assert isinstance(sent, list)
     assert [_decoded(uri) for uri in sent] == [("data:image/png;base64", PNG)] * 2
     # What was asked is described by the references' number, never their bytes.
     assert flux_input.summary()["reference_images"] == 2
