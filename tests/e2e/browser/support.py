@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def decoded_images(frame: FrameLocator, count: int) -> list[int]:
         image.scroll_into_view_if_needed()
         widths.append(
             wait_for(
-                lambda image=image: image.evaluate("i => i.complete && i.naturalWidth"),
+                partial(image.evaluate, "i => i.complete && i.naturalWidth"),
                 f"image {index} decoded",
                 timeout=60,
             )

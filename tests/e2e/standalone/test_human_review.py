@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,33 +52,34 @@ def reviews(
         known = set(fake_flux.tasks)
         run_id = standalone.trigger_dag(DAG_ID, conf=conf)
         (flux_task_id,) = standalone.wait_until(
-            lambda known=known: set(fake_flux.tasks) - known, 240, "the generation's submission"
+            partial(_new_tasks, fake_flux, known), 240, "the generation's submission"
         )
         made[decision] = {"run_id": run_id, "flux_task_id": flux_task_id, **conf}
     for review in made.values():
         standalone.wait_until(
-            lambda run_id=review["run_id"]: standalone.deferral_released(
-                DAG_ID, run_id, "generate", 1
-            ),
+            partial(standalone.deferral_released, DAG_ID, review["run_id"], "generate", 1),
             240,
             "the scheduler to hear that the generation deferred",
         )
         fake_flux.complete(review["flux_task_id"])
     for review in made.values():
         review["form"] = standalone.wait_until(
-            lambda run_id=review["run_id"]: _form(standalone, run_id), 240, "the approval form"
+            partial(_form, standalone, review["run_id"]), 240, "the approval form"
         )
         # The workload that parked the task for its answer has ended, and the scheduler knows:
         # a report of that end arriving after the answer resumed the task would fail it
         # (apache/airflow#72716). A person never answers that fast.
         standalone.wait_until(
-            lambda run_id=review["run_id"]: standalone.deferral_released(
-                DAG_ID, run_id, "review", 1
-            ),
+            partial(standalone.deferral_released, DAG_ID, review["run_id"], "review", 1),
             240,
             "the scheduler to hear that the review task is waiting",
         )
     return made
+
+
+def _new_tasks(fake: FakeFluxServer, known: set[str]) -> set[str]:
+    """The ids of the tasks ``fake`` received beyond ``known``."""
+    return set(fake.tasks) - known
 
 
 def _form_path(run_id: str) -> str:

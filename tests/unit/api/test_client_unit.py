@@ -31,6 +31,16 @@ def _ok(data: object) -> httpx.Response:
     return httpx.Response(200, json={"code": 200, "message": "success", "data": data})
 
 
+def _recording(seen: list[httpx.Request], data: object) -> httpx.MockTransport:
+    """A transport that keeps each request in ``seen`` and answers ``_ok(data)``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _ok(data)
+
+    return httpx.MockTransport(handler)
+
+
 def interpret_answer(
     config: ClientConfig, status: int, headers: dict[str, str], body: bytes
 ) -> Any:
@@ -203,7 +213,7 @@ def test_bearer_auth_option() -> None:
 )
 def test_bad_request_fields_fail_before_sending(kwargs: dict[str, Any], field: str) -> None:
     seen: list[httpx.Request] = []
-    transport = httpx.MockTransport(lambda request: seen.append(request) or _ok({}))
+    transport = _recording(seen, {})
     with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
         with pytest.raises(InvalidInputError, match=field):
             flux.create_task({"prompt": "x"}, **kwargs)
@@ -253,7 +263,7 @@ def test_scrubbing_never_touches_field_names(key: str) -> None:
 
 def test_every_call_names_the_distribution_and_its_version() -> None:
     seen: list[httpx.Request] = []
-    transport = httpx.MockTransport(lambda request: seen.append(request) or _ok({"balance": 5}))
+    transport = _recording(seen, {"balance": 5})
     with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
         flux.get_balance()
     assert seen[0].headers["user-agent"] == f"airflow-provider-flux/{__version__}"
@@ -262,7 +272,7 @@ def test_every_call_names_the_distribution_and_its_version() -> None:
 @pytest.mark.parametrize("model", ["flux-2-pro", "FLUX-2-MAX", ""])
 def test_another_model_is_refused_before_anything_is_sent(model: str) -> None:
     seen: list[httpx.Request] = []
-    transport = httpx.MockTransport(lambda request: seen.append(request) or _ok({}))
+    transport = _recording(seen, {})
     with FluxClient(ClientConfig(api_key=KEY), transport=transport) as flux:
         with pytest.raises(InvalidInputError, match="model must be 'flux-2-max'"):
             flux.create_task({"prompt": "x"}, model=model)

@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -183,8 +184,12 @@ async def test_never_more_generate_at_once_than_max_in_flight() -> None:
     def stored() -> int:
         return sum(kind == "store" for kind, _ in io.events)
 
+    def settled(released: int) -> bool:
+        """``released`` images stored, and as many generating as ``max_in_flight`` allows."""
+        return stored() == released and io.following == min(3, 10 - released)
+
     for released in range(10):
-        await _until(lambda n=released: stored() == n and io.following == min(3, 10 - n))
+        await _until(partial(settled, released))
         next(gate for gate in io.gates.values() if not gate.is_set()).set()
     end = await running
     assert end.counts.stored == 10
