@@ -63,7 +63,7 @@ def task_context(ti: FakeTI | None = None, store: FakeStore | None = None) -> Co
 
 
 def flux_trigger(
-    flux_task_id: str, *, wait: float = 30, poll_interval: float = 0.05, **overrides: Any
+    flux_task_id: str, *, wait: float = 30, poll_interval: float | None = 0.05, **overrides: Any
 ) -> FluxTaskTrigger:
     """A trigger for ``flux_task_id`` on ``flux_default`` that gives up after ``wait`` seconds."""
     options: dict[str, Any] = {

@@ -13,7 +13,7 @@ import pytest
 
 from flux_provider.api.client import FluxClient
 from flux_provider.api.config import ClientConfig
-from flux_provider.testing import FakeFluxServer, Fault
+from flux_provider.testing import FakeFluxServer, FakeTaskStatus, Fault
 from flux_provider.triggers import FluxTaskTrigger
 from tests.conftest import API_KEY
 from tests.support.airflow import flux_trigger
@@ -143,7 +143,7 @@ async def test_a_deadline_from_execution_timeout_is_named(fake_api: FakeFluxServ
         {"pending": "submitted", "running": "in_progress", "success": "completed"},
     ],
 )
-async def test_other_status_words(words: dict[str, str]) -> None:
+async def test_other_status_words(words: dict[FakeTaskStatus, str]) -> None:
     with FakeFluxServer(api_key=API_KEY, duration=0.2, status_words=words) as fake:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
@@ -166,7 +166,7 @@ async def test_failure_words_and_shapes(fake_api: FakeFluxServer) -> None:
 async def test_an_unknown_status_polls_until_the_deadline_and_is_logged_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    words = {"pending": "rendering", "running": "rendering"}
+    words: dict[FakeTaskStatus, str] = {"pending": "rendering", "running": "rendering"}
     with FakeFluxServer(api_key=API_KEY, duration=3600, status_words=words) as fake:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("AIRFLOW_CONN_FLUX_DEFAULT", fake.airflow_connection_json())
@@ -226,7 +226,7 @@ def test_no_callback_blocks_the_event_loop(
     finally:
         gc.enable()
     assert not thread.is_alive()
-    (results,) = results  # type: ignore[assignment]
-    assert [events[0]["status"] for events in results] == ["success"] * 20
+    (gathered,) = results
+    assert [events[0]["status"] for events in gathered] == ["success"] * 20
     slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
     assert slow == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable
 from functools import partial
@@ -17,7 +18,6 @@ from flux_provider.api.pool import ClientRegistry, shared_client
 from flux_provider.hooks import flux as hooks
 from flux_provider.testing import FakeFluxServer, Fault
 from flux_provider.triggers import FluxTaskTrigger
-from flux_provider.triggers import task as triggers
 from tests.support.airflow import flux_trigger
 
 PROMPT = {"prompt": "a row of paper lanterns"}
@@ -219,7 +219,8 @@ async def test_the_first_poll_waits_a_random_part_of_the_first_interval(
         draws.append((low, high))
         return 0.3
 
-    monkeypatch.setattr(triggers.random, "uniform", uniform)
+    # The standard library module flux_provider.triggers.task draws the wait from.
+    monkeypatch.setattr(random, "uniform", uniform)
     task_id = fake_api.submit(PROMPT)
     fake_api.complete(task_id)
     started = time.monotonic()

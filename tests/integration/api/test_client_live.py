@@ -27,7 +27,7 @@ from flux_provider.api.errors import (
 )
 from flux_provider.api.models import TaskInfo, TaskState
 from flux_provider.api.retry import RetryPolicy
-from flux_provider.testing import RESULT_SHAPES, FakeFluxServer, Fault
+from flux_provider.testing import RESULT_SHAPES, FakeFluxServer, FakeTaskStatus, Fault
 
 KEY = "sk-live-0123456789-abcdef-SECRET"
 PROMPT = {"prompt": "a lighthouse at dusk", "aspect_ratio": "16:9", "seed": 7}
@@ -389,7 +389,7 @@ def test_reference_images_travel_as_img_urls(server: FakeFluxServer, client: Flu
         {"pending": "submitted", "running": "generating", "success": "done"},
     ],
 )
-def test_other_status_words(words: dict[str, str]) -> None:
+def test_other_status_words(words: dict[FakeTaskStatus, str]) -> None:
     with FakeFluxServer(api_key=KEY, duration=0.2, status_words=words) as fake:
         with FluxClient(_config(fake)) as flux:
             flux_task_id = flux.create_task(PROMPT)

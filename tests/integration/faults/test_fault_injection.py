@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -148,6 +149,8 @@ def test_f12_triggerer_restart_resumes_the_same_task(fake_api: FakeFluxServer) -
 
     async def run_until_first_poll_then_die() -> None:
         agen = first.run()
+        # Typed as an iterator like BaseTrigger.run, run() is an async generator: it can be closed.
+        assert isinstance(agen, AsyncGenerator)
         task = asyncio.ensure_future(agen.__anext__())
         for _ in range(3000):  # bounded: at most 30 s
             if fake_api.stats.poll_requests:
