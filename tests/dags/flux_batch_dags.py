@@ -39,6 +39,8 @@ def _dag(
     retries: int = 2,
     **options: Any,
 ) -> DAG:
+    # The items' parameter (prompts or requests), rendered from the run's conf.
+    item_options: dict[str, Any] = {items: "{{ dag_run.conf['" + items + "'] }}"}
     with DAG(
         dag_id=dag_id,
         schedule=None,
@@ -51,7 +53,7 @@ def _dag(
             download_to="{{ dag_run.conf['out'] }}",
             poll_interval=0.05,
             timeout=120,
-            **{items: "{{ dag_run.conf['" + items + "'] }}"},
+            **item_options,
             **options,
         )
     return dag

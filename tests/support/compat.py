@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,16 +23,17 @@ HAS_TASK_STATE_STORE = Version(airflow_version).release >= (3, 3)
 # ``airflow connections test`` exits 1 on a failed test since Airflow 3.3; before, it exits 0.
 CONNECTION_TEST_FAILURE_EXIT_CODE = 1 if Version(airflow_version).release >= (3, 3) else 0
 
+# Declared once: the two Airflow lines name and type them differently.
+serialize: Callable[[Any], Any]
+deserialize: Callable[[Any], Any]
 try:
-    from airflow.sdk.serde import deserialize, serialize
+    from airflow.sdk import serde as _serde
+
+    serialize, deserialize = _serde.serialize, _serde.deserialize
 except ImportError:  # Airflow 3.1
     from airflow.serialization.serialized_objects import BaseSerialization
 
-    def serialize(value: Any) -> Any:
-        return BaseSerialization.serialize(value)
-
-    def deserialize(value: Any) -> Any:
-        return BaseSerialization.deserialize(value)
+    serialize, deserialize = BaseSerialization.serialize, BaseSerialization.deserialize
 
 
 serde = SimpleNamespace(serialize=serialize, deserialize=deserialize)

@@ -115,7 +115,9 @@ def test_the_wheel_carries_the_package_and_its_metadata(wheel: Path) -> None:
     assert urls == project["urls"]
     assert meta["License-Expression"] == "Apache-2.0"
     # The package index page shows the README: its links must not be relative to a checkout.
-    assert meta.get_payload().startswith("# airflow-provider-flux")
+    readme = meta.get_payload()
+    assert isinstance(readme, str)
+    assert readme.startswith("# airflow-provider-flux")
 
 
 def test_airflow_lists_the_installed_provider(

@@ -60,7 +60,8 @@ def test_deferrable_dag_runs_in_the_real_triggerer(
     run_id = standalone.trigger_dag(DAG_ID)
 
     def deferred() -> bool:
-        return standalone.task_instances(DAG_ID, run_id)[0]["state"] == "deferred"
+        state: str = standalone.task_instances(DAG_ID, run_id)[0]["state"]
+        return state == "deferred"
 
     _wait_until(standalone, deferred, "the task deferred")
     (flux_task_id,) = set(fake_flux.tasks) - known

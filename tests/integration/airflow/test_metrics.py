@@ -91,14 +91,17 @@ def test_failure_kinds(error: Exception, kind: str) -> None:
 def test_a_metric_that_cannot_be_sent_never_fails_the_task(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The Stats flux_provider.metrics sends through.
+    from airflow.providers.common.compat.sdk import Stats
+
     from flux_provider import metrics
     from flux_provider.api.models import TaskInfo, TaskState
 
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("no route to the StatsD host")
 
-    monkeypatch.setattr(metrics.Stats, "incr", broken)
-    monkeypatch.setattr(metrics.Stats, "timing", broken)
+    monkeypatch.setattr(Stats, "incr", broken)
+    monkeypatch.setattr(Stats, "timing", broken)
     info = TaskInfo(
         flux_task_id="t_1",
         state=TaskState.SUCCESS,

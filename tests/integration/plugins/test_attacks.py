@@ -28,7 +28,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 from fastapi.testclient import TestClient
 
-from flux_provider.operators.generate import storage_path
+from flux_provider.hooks.storage import storage_path
 from flux_provider.testing import FakeFluxServer, render_image
 from tests.conftest import AIRFLOW_HOME, API_KEY, load_dag
 from tests.integration.plugins.auth import EDITOR

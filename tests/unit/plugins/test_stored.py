@@ -13,7 +13,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 
-from flux_provider.operators.generate import storage_path
+from flux_provider.hooks.storage import storage_path
 from flux_provider.plugins.stored import (
     UnverifiedImageError,
     download_folder,
