@@ -80,7 +80,7 @@ def memory_object_store() -> Iterator[Any]:
     """A ``memory://`` object store behind Airflow's ``ObjectStoragePath``, as ``s3://`` would be
     (whole objects, no local path); its fsspec filesystem is yielded, emptied afterwards."""
     from airflow.sdk.io import fs
-    from fsspec.implementations.memory import MemoryFileSystem
+    from fsspec.implementations.memory import MemoryFileSystem  # type: ignore[import-untyped]
 
     memory = MemoryFileSystem()
     fs._BUILTIN_SCHEME_TO_FS["memory"] = lambda conn_id, options: memory
