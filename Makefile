@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict flux_provider devtools
+	$(BIN)/mypy --strict flux_provider devtools tests
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(SEPARATE_SUITES)
