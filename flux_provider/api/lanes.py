@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 import httpcore
 import httpx
 
-from flux_provider.api.network import httpx_errors
+from flux_provider.api.network import core_request_of, httpx_errors
 
 
 class _Lane:
@@ -153,18 +153,7 @@ class LaneTransport(httpx.AsyncBaseTransport):
         lane = await self._take(timeouts.get("pool"))
         try:
             assert isinstance(request.stream, AsyncIterable)
-            core_request = httpcore.Request(
-                method=request.method,
-                url=httpcore.URL(
-                    scheme=request.url.raw_scheme,
-                    host=request.url.raw_host,
-                    port=request.url.port,
-                    target=request.url.raw_path,
-                ),
-                headers=request.headers.raw,
-                content=request.stream,
-                extensions=request.extensions,
-            )
+            core_request = core_request_of(request)
             with httpx_errors():
                 response = await lane.send(core_request)
         except BaseException:

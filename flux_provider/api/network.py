@@ -95,6 +95,22 @@ class Deadline:
 _DEADLINE: ContextVar[Deadline | None] = ContextVar("flux_request_deadline", default=None)
 
 
+def core_request_of(request: httpx.Request) -> httpcore.Request:
+    """``request`` as httpcore sends it (what httpx's own transports do before sending)."""
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(
+            scheme=request.url.raw_scheme,
+            host=request.url.raw_host,
+            port=request.url.port,
+            target=request.url.raw_path,
+        ),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+
 @contextmanager
 def request_deadline(seconds: float) -> Iterator[Deadline]:
     """Bound every network step taken in the block (sync, on this thread) to ``seconds`` in all.
@@ -304,18 +320,7 @@ class BoundedTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` on the pool its URL goes through."""
         assert isinstance(request.stream, httpx.SyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
+        core_request = core_request_of(request)
         with httpx_errors():
             response = self._pool_for(request.url).handle_request(core_request)
         assert isinstance(response.stream, Iterable)

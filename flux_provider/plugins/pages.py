@@ -43,8 +43,8 @@ code { font-size: 12px; }
         grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); }
 .card { margin: 0; min-width: 0; background: var(--card); border: 1px solid var(--line);
         border-radius: 6px; padding: 8px; }
-.card img { display: block; width: 100%; height: auto; max-height: 360px;
-            object-fit: contain; }
+.card img { display: block; width: auto; height: auto; max-width: 100%; max-height: 360px;
+            margin: 0 auto; }
 .card figcaption { min-width: 0; }
 .card .label { font-weight: 600; margin-top: 6px; overflow-wrap: anywhere; }
 .card .meta { color: var(--muted); font-size: 12px; overflow-wrap: anywhere; }

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flux_provider.testing import render_image
-from tests.system.flux.checks import check_stored_image, image_format
+from tests.system.flux.checks import check_stored_batch, check_stored_image
 
 check = check_stored_image.function
 
@@ -23,27 +23,12 @@ def _result(path: Path, data: bytes, **changes: Any) -> dict[str, Any]:
     return {"state": "success", "credits": 6.0, "stored": [stored], **changes}
 
 
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        (render_image("a teapot", 1, "1:1"), "png"),
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "jpeg"),
-        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "webp"),
-        (b"GIF89a\x01\x00", "gif"),
-        (b'{"code": 200}', None),
-        (b"", None),
-    ],
-)
-def test_image_format(data: bytes, expected: str | None) -> None:
-    assert image_format(data) == expected
-
-
 def test_a_stored_png_passes(tmp_path: Path) -> None:
     data = render_image("a teapot", 1, "1:1")
     path = tmp_path / "0.png"
     path.write_bytes(data)
 
-    assert check(_result(path, data)) == f"png, {len(data)} bytes, 6.0 credits"
+    assert check(_result(path, data)) == f"image/png, {len(data)} bytes, 6.0 credits"
 
 
 def test_what_is_not_a_stored_image_fails(tmp_path: Path) -> None:
@@ -61,3 +46,15 @@ def test_what_is_not_a_stored_image_fails(tmp_path: Path) -> None:
         check(_result(image, data, stored=[]))
     with pytest.raises(ValueError, match="ended 'failed'"):
         check(_result(image, data, state="failed"))
+
+
+def test_a_batch_passes_only_when_every_item_stored_its_image(tmp_path: Path) -> None:
+    data = render_image("a teapot", 1, "1:1")
+    (tmp_path / "0.png").write_bytes(data)
+    item = {**_result(tmp_path / "0.png", data), "index": 0}
+    batch = {"items": [item, {**item, "index": 1}], "succeeded": 2, "failed": 0}
+    assert len(check_stored_batch.function(batch, 2)) == 2
+    with pytest.raises(ValueError, match="1 of 2 items failed"):
+        check_stored_batch.function({**batch, "succeeded": 1, "failed": 1}, 2)
+    with pytest.raises(ValueError, match="expected items 0 to 2"):
+        check_stored_batch.function(batch, 3)

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "images"
 """Where the README's screenshots are written (and committed from)."""
 
 

@@ -38,7 +38,7 @@ RATIOS = {0: 16 / 9, 1: 9 / 16, 2: 1.0}
 """The aspect ratio of each mapped ``product_shot`` of the taskflow example."""
 PROMPTS = [
     line.strip()
-    for line in (Path(__file__).resolve().parents[2] / "example_dags/data/catalogue_prompts.txt")
+    for line in (Path(__file__).resolve().parents[3] / "example_dags/data/catalogue_prompts.txt")
     .read_text()
     .splitlines()
     if line.strip()

@@ -138,3 +138,21 @@ def test_a_local_folder_keeps_its_name_whatever_its_characters(tmp_path: Path, n
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "x.png").write_bytes(PNG)
     assert (tmp_path / name / "x.png").read_bytes() == PNG
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_example_edits_photos_from_a_folder_and_reuses_the_result(
+    fake_api: FakeFluxServer, tmp_path: Path
+) -> None:
+    from tests.conftest import load_dag
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "front.png").write_bytes(PNG)
+    (photos / "notes.txt").write_text("not a photo")
+    conf = {"photos": str(photos), "output_dir": str(tmp_path / "out")}
+    for _ in range(2):
+        run = load_dag("flux_edit_from_storage").test(run_conf=conf)
+        assert run.state == "success"
+    (task,) = fake_api.tasks.values()  # the second run reused the first one's image
+    assert [_decoded(uri) for uri in task.input["img_urls"]] == [("data:image/png;base64", PNG)]

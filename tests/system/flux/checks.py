@@ -7,30 +7,14 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath, task
 
-__all__ = ["check_stored_image", "image_format"]
+from flux_provider.api.images import SIGNATURE_BYTES, image_type
 
-_SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"\xff\xd8\xff": "jpeg",
-    b"GIF87a": "gif",
-    b"GIF89a": "gif",
-}
+__all__ = ["check_stored_batch", "check_stored_image"]
 
 
-def image_format(data: bytes) -> str | None:
-    """The image format ``data`` starts like (``png``, ``jpeg``, ``webp``, ``gif``), or ``None``."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    for signature, name in _SIGNATURES.items():
-        if data.startswith(signature):
-            return name
-    return None
-
-
-@task
-def check_stored_image(result: dict[str, Any]) -> str:
-    """Fail unless the generation succeeded and stored one image whose bytes are an image, of
-    the size and SHA-256 the operator recorded."""
+def _checked(result: dict[str, Any]) -> str:
+    """What one generation stored, once checked: it succeeded and stored one image whose bytes
+    are an image, of the size and SHA-256 the operator recorded."""
     if result.get("state") != "success":
         raise ValueError(f"the generation ended {result.get('state')!r}")
     stored = result.get("stored") or []
@@ -38,9 +22,26 @@ def check_stored_image(result: dict[str, Any]) -> str:
         raise ValueError(f"expected one stored image, got {len(stored)}")
     (image,) = stored
     data = ObjectStoragePath(image["location"]).read_bytes()
-    kind = image_format(data)
+    kind = image_type(data[:SIGNATURE_BYTES])
     if kind is None:
         raise ValueError(f"{image['location']} is not an image: it starts {data[:16]!r}")
     if len(data) != image["bytes"] or hashlib.sha256(data).hexdigest() != image["sha256"]:
         raise ValueError(f"{image['location']} is not the file the operator stored")
     return f"{kind}, {len(data)} bytes, {result.get('credits')} credits"
+
+
+@task
+def check_stored_image(result: dict[str, Any]) -> str:
+    """Fail unless the generation stored its image (see :func:`_checked`)."""
+    return _checked(result)
+
+
+@task
+def check_stored_batch(result: dict[str, Any], count: int) -> list[str]:
+    """Fail unless every one of the batch's ``count`` items stored its image, in order."""
+    items = result.get("items") or []
+    if [item.get("index") for item in items] != list(range(count)):
+        raise ValueError(f"expected items 0 to {count - 1}, got {len(items)}")
+    if result.get("succeeded") != count or result.get("failed") != 0:
+        raise ValueError(f"{result.get('failed')} of {count} items failed")
+    return [_checked(item) for item in items]
