@@ -155,4 +155,6 @@ def test_the_example_edits_photos_from_a_folder_and_reuses_the_result(
         run = load_dag("flux_edit_from_storage").test(run_conf=conf)
         assert run.state == "success"
     (task,) = fake_api.tasks.values()  # the second run reused the first one's image
-    assert [_decoded(uri) for uri in task.input["img_urls"]] == [("data:image/png;base64", PNG)]
+    sent = task.input["img_urls"]
+    assert isinstance(sent, list)
+    assert [_decoded(uri) for uri in sent] == [("data:image/png;base64", PNG)]
