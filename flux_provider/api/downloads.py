@@ -452,11 +452,13 @@ class ResultDownloader:
 
 def local_path(target: object) -> str | None:
     """The local file system path of ``target``, or ``None`` if it is not on local storage."""
+    protocol = getattr(target, "protocol", None)
+    if protocol is not None:
+        # ObjectStoragePath (a PurePath too on Airflow 3.1, whose fspath is the whole URL).
+        path = getattr(target, "path", None)
+        return path if protocol in _LOCAL_PROTOCOLS and isinstance(path, str) else None
     if isinstance(target, PurePath):
         return os.fspath(target)
-    path = getattr(target, "path", None)
-    if getattr(target, "protocol", None) in _LOCAL_PROTOCOLS and isinstance(path, str):
-        return path
     return None
 
 
