@@ -392,3 +392,23 @@ class HostileServer(StartStop):
         if extra:
             connection["extra"] = extra
         return json.dumps(connection)
+
+
+ENDPOINTS = {
+    "create": CREATE_PATH,
+    "poll": POLL_PATH,
+    "balance": BALANCE_PATH,
+    "estimate": ESTIMATE_PATH,
+}
+"""Each API endpoint a client calls, by the name the tests give it."""
+
+
+def call_endpoint(flux: Any, endpoint: str, *, task_id: str, prompt: Any) -> Any:
+    """Call ``endpoint`` with ``flux`` (a sync client: its answer; an async one: its awaitable)."""
+    calls: dict[str, Callable[[], Any]] = {
+        "create": lambda: flux.create_task(prompt),
+        "poll": lambda: flux.get_task(task_id),
+        "balance": flux.get_balance,
+        "estimate": lambda: flux.estimate_credits(prompt),
+    }
+    return calls[endpoint]()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,11 @@ from tests.integration.security.bombs import (
     peak_memory,
 )
 from tests.integration.security.hostile import (
-    BALANCE_PATH,
-    CREATE_PATH,
-    ESTIMATE_PATH,
+    ENDPOINTS,
     POLL_PATH,
     Answer,
     HostileServer,
+    call_endpoint,
     envelope,
     json_answer,
     task_data,
@@ -55,12 +54,6 @@ TASK_ID = "task_bomb_1"
 PROMPT = {"prompt": "a fox in the snow"}
 PNG = render_image("bombs", 1, "1:1")
 
-ENDPOINTS = {
-    "create": CREATE_PATH,
-    "poll": POLL_PATH,
-    "balance": BALANCE_PATH,
-    "estimate": ESTIMATE_PATH,
-}
 HEALTHY = {
     "create": envelope({"task_id": TASK_ID}),
     "poll": envelope(task_data(TASK_ID, media_urls=["https://cdn.example/1.png"])),
@@ -89,23 +82,12 @@ def _route_healthy(server: HostileServer) -> None:
 
 
 def _sync_call(flux: FluxClient, endpoint: str) -> Any:
-    calls: dict[str, Callable[[], Any]] = {
-        "create": lambda: flux.create_task(PROMPT),
-        "poll": lambda: flux.get_task(TASK_ID),
-        "balance": flux.get_balance,
-        "estimate": lambda: flux.estimate_credits(PROMPT),
-    }
-    return calls[endpoint]()
+    return call_endpoint(flux, endpoint, task_id=TASK_ID, prompt=PROMPT)
 
 
 def _async_call(flux: AsyncFluxClient, endpoint: str) -> Awaitable[Any]:
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {
-        "create": lambda: flux.create_task(PROMPT),
-        "poll": lambda: flux.get_task(TASK_ID),
-        "balance": flux.get_balance,
-        "estimate": lambda: flux.estimate_credits(PROMPT),
-    }
-    return calls[endpoint]()
+    called: Awaitable[Any] = call_endpoint(flux, endpoint, task_id=TASK_ID, prompt=PROMPT)
+    return called
 
 
 def _check_refusal(found: Bomb, error: BaseException, peak: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,12 @@ from flux_provider.api.retry import RetryPolicy
 from flux_provider.testing import render_image
 from tests.integration.security.hostile import (
     BALANCE_PATH,
-    CREATE_PATH,
-    ESTIMATE_PATH,
+    ENDPOINTS,
     POLL_PATH,
     Answer,
     Dripped,
     HostileServer,
+    call_endpoint,
     envelope,
     json_answer,
     task_data,
@@ -55,12 +55,6 @@ PROMPT = {"prompt": "a snail"}
 PNG = render_image("slow", 1, "1:1")
 PARTS: list[Dripped] = ["head", "body"]
 
-ENDPOINTS = {
-    "create": CREATE_PATH,
-    "poll": POLL_PATH,
-    "balance": BALANCE_PATH,
-    "estimate": ESTIMATE_PATH,
-}
 HEALTHY = {
     "create": envelope({"task_id": TASK_ID}),
     "poll": envelope(task_data(TASK_ID, status="running")),
@@ -85,23 +79,12 @@ def _config(server: HostileServer, timeout: float = TIMEOUT) -> ClientConfig:
 
 
 def _sync_call(flux: FluxClient, endpoint: str) -> Any:
-    calls: dict[str, Callable[[], Any]] = {
-        "create": lambda: flux.create_task(PROMPT),
-        "poll": lambda: flux.get_task(TASK_ID),
-        "balance": flux.get_balance,
-        "estimate": lambda: flux.estimate_credits(PROMPT),
-    }
-    return calls[endpoint]()
+    return call_endpoint(flux, endpoint, task_id=TASK_ID, prompt=PROMPT)
 
 
 def _async_call(flux: AsyncFluxClient, endpoint: str) -> Awaitable[Any]:
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {
-        "create": lambda: flux.create_task(PROMPT),
-        "poll": lambda: flux.get_task(TASK_ID),
-        "balance": flux.get_balance,
-        "estimate": lambda: flux.estimate_credits(PROMPT),
-    }
-    return calls[endpoint]()
+    called: Awaitable[Any] = call_endpoint(flux, endpoint, task_id=TASK_ID, prompt=PROMPT)
+    return called
 
 
 def _check_cut_off(error: RequestTimeoutError, elapsed: float) -> None:
