@@ -7,6 +7,7 @@ Airflow sends StatsD over UDP when ``[metrics] statsd_on`` is set: the listener 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import socket
 import threading
@@ -75,12 +76,24 @@ def _reset_stats(on: bool) -> None:
         from airflow.sdk._shared.observability.metrics import stats
         from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
         from airflow.sdk.observability.metrics import stats_utils
-    except ImportError:  # Airflow 3.1 and 3.2: a lazily built singleton
-        legacy: Any = __import__("airflow.stats", fromlist=["Stats"]).Stats
-        legacy.instance = None
+    except ImportError:  # Airflow 3.1 and 3.2: a singleton whose factory is chosen at import
+        _reset_legacy_stats(on)
         return
     factory = stats_utils.get_stats_factory() if on else NoStatsLogger
     stats.initialize(factory=factory, export_legacy_names=False)
+
+
+def _reset_legacy_stats(on: bool) -> None:
+    from airflow.providers.common.compat.sdk import Stats
+
+    metaclass: Any = type(Stats)
+    package = metaclass.__module__.rsplit(".", 1)[0]  # "airflow" or "airflow.observability"
+    loggers = importlib.import_module(f"{package}.metrics.statsd_logger")
+    base = importlib.import_module(f"{package}.metrics.base_stats_logger")
+    metaclass.factory = loggers.get_statsd_logger if on else base.NoStatsLogger
+    # The built logger is kept on the class itself (which shadows the metaclass's attribute).
+    legacy: Any = Stats
+    legacy.instance = None
 
 
 @contextlib.contextmanager

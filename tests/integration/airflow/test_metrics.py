@@ -23,12 +23,13 @@ def statsd() -> Iterator[StatsdListener]:
         yield listener
 
 
-def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+def _until(condition: Callable[[], bool], listener: StatsdListener, seconds: float = 10.0) -> None:
     """UDP is not acknowledged: wait (bounded) until what was sent has arrived."""
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("the metrics never arrived")
+            flux = [line for line in listener.lines if ".flux." in line]
+            raise AssertionError(f"the metrics never arrived; flux lines: {flux}")
         time.sleep(0.05)
 
 
@@ -37,7 +38,7 @@ def test_a_generation_counts_its_submission_credits_images_and_times(
 ) -> None:
     run = load_dag("flux_text_to_image").test(run_conf={"output_dir": str(tmp_path)})
     assert run.state == "success"
-    _until(lambda: statsd.total("airflow.flux.images.stored") == 1)
+    _until(lambda: statsd.total("airflow.flux.images.stored") == 1, statsd)
     assert statsd.total("airflow.flux.generations.submitted") == 1
     assert statsd.total("airflow.flux.generations.succeeded") == 1
     assert statsd.total("airflow.flux.credits") == 6
@@ -57,7 +58,7 @@ def test_a_batch_counts_every_item_from_the_trigger(
         run_conf={"prompts": prompts, "out": str(tmp_path)}
     )
     assert run.state == "success"
-    _until(lambda: statsd.total("airflow.flux.images.stored") == 3)
+    _until(lambda: statsd.total("airflow.flux.images.stored") == 3, statsd)
     assert statsd.total("airflow.flux.generations.submitted") == 4
     assert statsd.total("airflow.flux.generations.succeeded") == 3
     assert statsd.total("airflow.flux.generations.failed") == 1
@@ -70,7 +71,7 @@ def test_a_reused_generation_is_counted_and_costs_nothing(
     conf = {"prompt": "a teapot", "seed": 3, "out": str(tmp_path)}
     for _ in range(2):
         assert load_dag("flux_test_reuse").test(run_conf=conf).state == "success"
-    _until(lambda: statsd.total("airflow.flux.reused") == 1)
+    _until(lambda: statsd.total("airflow.flux.reused") == 1, statsd)
     assert statsd.total("airflow.flux.generations.submitted") == 1
     assert statsd.total("airflow.flux.credits") == 6
 
