@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 import httpcore
 import httpx
 
-from flux_provider.api.network import core_request_of, httpx_errors
+from flux_provider.api.network import core_request_of, httpx_errors, within
 
 
 class _Lane:
@@ -128,7 +128,7 @@ class LaneTransport(httpx.AsyncBaseTransport):
         self._waiters.append(waiter)
         try:
             # Shielded, so that a lane handed over just as the wait ends is not lost.
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return await within(timeout, asyncio.shield(waiter))
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 self._give_back(waiter.result())

@@ -142,13 +142,44 @@ def _bounded(timeout: float | None, expired: type[httpcore.TimeoutException]) ->
 async def within(seconds: float | None, work: Awaitable[_T]) -> _T:
     """``await work``, cancelled once ``seconds`` have passed (``None``: no bound).
 
+    Never swallows a cancellation of the caller, which ``asyncio.wait_for`` does before
+    Python 3.12 when the work ends just as the caller is cancelled (a trigger the
+    triggerer removes would then go on running).
+
     Raises:
         asyncio.TimeoutError: the bound passed (the work was cancelled and has ended).
     """
+    if seconds is None:
+        return await work
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await work
-    return await asyncio.wait_for(work, seconds)  # pragma: no cover - Python 3.10
+    return await within_by_timer(seconds, work)  # pragma: no cover - Python 3.10
+
+
+async def within_by_timer(seconds: float, work: Awaitable[_T]) -> _T:
+    """:func:`within` for Python 3.10, which has no ``asyncio.timeout``: a timer cancels the work.
+
+    The caller awaits the work itself, so its own cancellation reaches the work and is
+    raised even when the work has just ended.
+    """
+    inner = asyncio.ensure_future(work)
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        inner.cancel()
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        return await inner
+    except asyncio.CancelledError:
+        if expired and inner.cancelled():
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
 
 
 # -- the network backend -------------------------------------------------------------------

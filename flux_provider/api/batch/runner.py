@@ -55,6 +55,7 @@ from flux_provider.api.errors import (
 )
 from flux_provider.api.formatting import seconds_text
 from flux_provider.api.models import Flux2MaxInput, TaskInfo
+from flux_provider.api.network import within
 from flux_provider.api.polling import WaitSettings
 from flux_provider.api.retry import may_resend
 
@@ -195,7 +196,7 @@ class BatchRunner:
         progress = asyncio.ensure_future(self._report_progress())
         timed_out = False
         try:
-            await asyncio.wait_for(self._drain(feeders), self._time_left())
+            await within(self._time_left(), self._drain(feeders))
         except asyncio.TimeoutError:
             timed_out = True
         finally:

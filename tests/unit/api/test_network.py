@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from flux_provider.api.network import bypasses_proxy, request_deadline, within
+from flux_provider.api.network import bypasses_proxy, request_deadline, within, within_by_timer
 
 
 @pytest.mark.parametrize(
@@ -46,10 +47,43 @@ def test_a_deadline_expires() -> None:
         assert "within the 0 s limit" in deadline.describe()
 
 
-async def test_within_cancels_work_past_its_bound() -> None:
+Bound = Callable[[float, Awaitable[int]], Awaitable[int]]
+BOUNDS: list[Bound] = [within, within_by_timer]
+
+
+@pytest.mark.parametrize("bound", BOUNDS, ids=["within", "by-timer"])
+async def test_a_cancellation_is_raised_even_when_the_work_has_just_ended(bound: Bound) -> None:
+    """``asyncio.wait_for`` before Python 3.12 returns the result here and loses the cancel."""
+    work: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    caller = asyncio.ensure_future(bound(30, work))
+    await asyncio.sleep(0)  # the caller now waits on the work
+    work.set_result(7)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+
+@pytest.mark.parametrize("bound", BOUNDS, ids=["within", "by-timer"])
+async def test_a_cancelled_caller_cancels_its_work(bound: Bound) -> None:
+    work: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    caller = asyncio.ensure_future(bound(30, work))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert work.cancelled()
+
+
+@pytest.mark.parametrize("bound", BOUNDS, ids=["within", "by-timer"])
+async def test_work_within_its_bound_gives_its_result(bound: Bound) -> None:
+    assert await bound(30, asyncio.sleep(0, result=7)) == 7
+
+
+@pytest.mark.parametrize("bound", BOUNDS, ids=["within", "by-timer"])
+async def test_work_past_its_bound_is_cancelled(bound: Bound) -> None:
     cancelled = asyncio.Event()
 
-    async def stalled() -> None:
+    async def stalled() -> int:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -57,6 +91,9 @@ async def test_within_cancels_work_past_its_bound() -> None:
             raise
 
     with pytest.raises(asyncio.TimeoutError):
-        await within(0.05, stalled())
+        await bound(0.05, stalled())
     assert cancelled.is_set()
+
+
+async def test_within_no_bound_waits_for_the_work() -> None:
     assert await within(None, asyncio.sleep(0, result=7)) == 7
