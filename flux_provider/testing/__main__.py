@@ -23,6 +23,7 @@ from types import FrameType
 
 from .account import DEFAULT_BALANCE, DEFAULT_CREDITS_PER_IMAGE
 from .control import READY_PREFIX, connection_line, serve_commands
+from .inflight import DEFAULT_RETRY_AFTER
 from .loopback import is_loopback_host
 from .server import FakeFluxServer
 from .shapes import FAILURE_SHAPES, FAKE_TASK_STATUSES, RESULT_SHAPES, FakeTaskStatus
@@ -45,6 +46,21 @@ def parse_status_words(text: str) -> dict[FakeTaskStatus, str]:
             )
         words[status] = word
     return words
+
+
+def positive_int(text: str) -> int:
+    """Parse a whole number >= 1.
+
+    Raises:
+        argparse.ArgumentTypeError: Otherwise.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +104,21 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_CREDITS_PER_IMAGE,
         help="what a 1K task costs (2K costs double)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="answer a create 429 while N created tasks have not ended, creating and charging "
+        "nothing, like the service's per-account limit (default: no limit)",
+    )
+    parser.add_argument(
+        "--rate-limit-retry-after",
+        type=float,
+        default=DEFAULT_RETRY_AFTER,
+        metavar="SECONDS",
+        help="Retry-After of that 429 (default: %(default)g)",
     )
     parser.add_argument(
         "--stdin-control",
@@ -150,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failure_shape=args.failure_shape,
             balance=args.balance,
             credits_per_image=args.credits_per_image,
+            max_in_flight=args.max_in_flight,
+            rate_limit_retry_after=args.rate_limit_retry_after,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -5,9 +5,10 @@ each with one line on stdout:
 
 * ``duration <seconds>``: tasks created from now on take ``seconds`` (answer ``ok``).
 * ``stats``: the counters since the previous ``stats`` as one JSON object (the
-  :class:`~flux_provider.testing.FakeStats` counters plus ``requests``, ``connections``:
-  distinct client ports, and ``at``: the wall time); the request log is dropped each time so
-  a long run does not grow the fake's memory.
+  :class:`~flux_provider.testing.FakeStats` counters, ``rate_limited_creates`` and
+  ``peak_in_flight`` included, plus ``requests``, ``connections``: distinct client ports,
+  ``in_flight``: the tasks in flight now, and ``at``: the wall time); the request log is
+  dropped each time so a long run does not grow the fake's memory.
 * ``complete-all``: end every task that has not ended, successfully (answer ``ok <count>``).
 * ``quit``: stop serving (answer ``bye``).
 
@@ -75,6 +76,7 @@ def answer_command(server: FakeFluxServer, line: str) -> str | None:
             **stats.counters(),
             "requests": len(stats.requests),
             "connections": len({request.client_port for request in stats.requests}),
+            "in_flight": server.in_flight,
             "at": time.time(),
         }
         return json.dumps(report)

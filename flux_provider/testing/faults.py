@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .wire import Endpoint, MessageKey, Reply, error_reply
+from .wire import Endpoint, MessageKey, Reply, error_reply, format_seconds
 
 __all__ = ["FAULT_ENDPOINTS", "MALFORMED_BODY", "Fault", "FaultEndpoint", "FaultQueue"]
 
@@ -89,14 +89,10 @@ class Fault:
         status = self.status if self.status is not None else 200
         headers: tuple[tuple[str, str], ...] = ()
         if self.retry_after is not None:
-            headers = (("Retry-After", _format_retry_after(self.retry_after)),)
+            headers = (("Retry-After", format_seconds(self.retry_after)),)
         return error_reply(
             status, self.message, code=self.body_code, headers=headers, message_key=message_key
         )
-
-
-def _format_retry_after(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 
 @dataclass

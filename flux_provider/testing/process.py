@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 
 from .account import DEFAULT_BALANCE, DEFAULT_CREDITS_PER_IMAGE
 from .control import READY_PREFIX, parse_connection_line
+from .inflight import DEFAULT_RETRY_AFTER
 from .lifecycle import StartStop, require_started
 from .shapes import FailureShape, FakeTaskStatus, ResultShape
 
@@ -61,6 +62,8 @@ class FakeFluxProcess(StartStop):
         failure_shape: FailureShape = "result",
         balance: float = DEFAULT_BALANCE,
         credits_per_image: float = DEFAULT_CREDITS_PER_IMAGE,
+        max_in_flight: int | None = None,
+        rate_limit_retry_after: float = DEFAULT_RETRY_AFTER,
         verbose: bool = False,
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
@@ -77,6 +80,9 @@ class FakeFluxProcess(StartStop):
             failure_shape: As for :class:`~flux_provider.testing.FakeFluxServer`.
             balance: Credits the account starts with.
             credits_per_image: What a 1K task costs.
+            max_in_flight: As for :class:`~flux_provider.testing.FakeFluxServer`: creates
+                beyond this many tasks in flight are answered 429.
+            rate_limit_retry_after: ``Retry-After`` seconds of that 429.
             verbose: Make the child log every request to its stderr.
             log_path: File the child's stderr is appended to; ``None`` shares this process's.
             startup_timeout: Seconds :meth:`start` waits for the ready lines.
@@ -103,7 +109,11 @@ class FakeFluxProcess(StartStop):
             repr(float(balance)),
             "--credits-per-image",
             repr(float(credits_per_image)),
+            "--rate-limit-retry-after",
+            repr(float(rate_limit_retry_after)),
         ]
+        if max_in_flight is not None:
+            self._argv += ["--max-in-flight", str(max_in_flight)]
         if status_words:
             words = ",".join(f"{status}={word}" for status, word in status_words.items())
             self._argv += ["--status-words", words]

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .account import InsufficientCreditsError
 from .httpd import IncomingRequest
+from .inflight import InFlightLimitError
 from .png import render_image
 from .state import ServerState
 from .stats import REDACTED, RecordedRequest
@@ -17,6 +18,7 @@ from .wire import (
     RejectedRequestError,
     Reply,
     error_reply,
+    format_seconds,
     ok_reply,
     parse_create_body,
     route,
@@ -133,6 +135,9 @@ class ApiResponder:
             )
         except RejectedRequestError as exc:
             return self._error(422, str(exc))
+        except InFlightLimitError as exc:
+            retry_after = (("Retry-After", format_seconds(exc.retry_after)),)
+            return error_reply(429, str(exc), headers=retry_after, message_key=self._message_key)
         except InsufficientCreditsError:
             return self._error(402, "insufficient credits")
         return self._ok({"task_id": task_id})

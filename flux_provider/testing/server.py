@@ -14,6 +14,7 @@ from typing import Any
 from .account import DEFAULT_BALANCE, DEFAULT_CREDITS_PER_IMAGE, Account
 from .faults import Fault
 from .httpd import LoopbackHTTPServer, make_http_server
+from .inflight import DEFAULT_RETRY_AFTER, InFlight, checked_limit, checked_retry_after
 from .lifecycle import StartStop, require_started
 from .responder import ApiResponder
 from .shapes import FailureShape, FakeTaskStatus, ResultShape, WireStyle
@@ -66,6 +67,9 @@ class FakeFluxServer(StartStop):
     * Result files (``/files/<task_id>/0.png``) need no key, like the real CDN links.
     * Creating a task charges its cost to :attr:`balance` (402 and no task when the balance
       cannot pay); a task that fails is refunded when it ends.
+    * With ``max_in_flight``, a create while that many API-created tasks have not ended is
+      answered 429 with a ``Retry-After`` header, like the service's per-account limit (Black
+      Forest Labs documents 24); nothing is created or charged.
     * A loopback ``callback_url`` receives the ``TaskInfo`` ``data`` object (or the whole
       envelope, with ``callback_envelope``) once, when the task ends: on time with the default
       clock, or, with an injected clock, as soon as the server next looks at the task (a poll,
@@ -92,6 +96,8 @@ class FakeFluxServer(StartStop):
         balance: float = DEFAULT_BALANCE,
         estimate_endpoint: bool = True,
         callback_envelope: bool = False,
+        max_in_flight: int | None = None,
+        rate_limit_retry_after: float = DEFAULT_RETRY_AFTER,
     ) -> None:
         """Configure the server; nothing is bound until :meth:`start`.
 
@@ -121,6 +127,11 @@ class FakeFluxServer(StartStop):
                 route (404), like a service without it.
             callback_envelope: POST callbacks as the whole ``{"code", "message", "data"}``
                 envelope instead of the bare ``data`` object.
+            max_in_flight: The most tasks created through ``CreateTask`` that may be in flight
+                (created and not ended, by the clock or by :meth:`complete`/:meth:`fail`); a
+                create beyond it is answered 429 (body ``code`` 429) and creates and charges
+                nothing. ``None``: no limit. Tasks made by :meth:`submit` do not count.
+            rate_limit_retry_after: Seconds sent in the ``Retry-After`` header of that 429.
 
         Raises:
             ValueError: If an option has a value outside the ones listed.
@@ -139,6 +150,7 @@ class FakeFluxServer(StartStop):
             clock=clock,
             style=WireStyle(status_words or {}, result_shape, failure_shape),
             account=Account(balance=balance, credits_per_image=credits_per_image),
+            in_flight=InFlight(limit=max_in_flight, retry_after=rate_limit_retry_after),
             message_key=message_key,
             callback_envelope=callback_envelope,
         )
@@ -258,6 +270,39 @@ class FakeFluxServer(StartStop):
     def balance(self, credits: float) -> None:
         with self._state.lock:
             self._state.account.set_balance(credits, self._state.clock())
+
+    @property
+    def max_in_flight(self) -> int | None:
+        """The most API-created tasks in flight at once (``None``: no limit).
+
+        Changing it applies to the next create; tasks already in flight are left to end.
+        """
+        with self._state.lock:
+            return self._state.in_flight.limit
+
+    @max_in_flight.setter
+    def max_in_flight(self, limit: int | None) -> None:
+        checked = checked_limit(limit)
+        with self._state.lock:
+            self._state.in_flight.limit = checked
+
+    @property
+    def rate_limit_retry_after(self) -> float:
+        """Seconds in the ``Retry-After`` header of a create refused for ``max_in_flight``."""
+        with self._state.lock:
+            return self._state.in_flight.retry_after
+
+    @rate_limit_retry_after.setter
+    def rate_limit_retry_after(self, seconds: float) -> None:
+        checked = checked_retry_after(seconds)
+        with self._state.lock:
+            self._state.in_flight.retry_after = checked
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks created through ``CreateTask`` that have not ended yet."""
+        with self._state.lock:
+            return self._state.in_flight.count(self._state.clock())
 
     @property
     def credits_per_image(self) -> float:
@@ -399,9 +444,11 @@ class FakeFluxServer(StartStop):
             return replace(self._state.stats, requests=list(self._state.stats.requests))
 
     def reset_stats(self) -> None:
-        """Zero the counters and empty the request log."""
-        with self._state.lock:
-            self._state.stats = FakeStats()
+        """Zero the counters and empty the request log.
+
+        ``peak_in_flight`` starts again from the tasks in flight at the reset.
+        """
+        self._state.reset_stats()
 
 
 def _checked_seconds(name: str, seconds: float) -> float:

@@ -12,6 +12,7 @@ from typing import TypeVar
 from .account import Account
 from .callbacks import Callback, post_callback
 from .faults import Fault, FaultQueue
+from .inflight import InFlight, InFlightLimitError
 from .loopback import is_loopback_http_url
 from .shapes import FakeTaskStatus, WireStyle
 from .stats import FakeStats, RecordedRequest
@@ -51,6 +52,7 @@ class ServerState:
         clock: Callable[[], float],
         style: WireStyle,
         account: Account,
+        in_flight: InFlight,
         message_key: MessageKey,
         callback_envelope: bool,
     ) -> None:
@@ -61,6 +63,8 @@ class ServerState:
         """Seconds tasks created from now on take."""
         self.style = style
         self.account = account
+        self.in_flight = in_flight
+        """The tasks created through the API that have not ended, and the limit on them."""
         self.key_disabled = False
         self.base_url = ""
         """The server's URL once it listens: result URLs are built on it."""
@@ -78,15 +82,18 @@ class ServerState:
     def create(
         self, *, model: str, input: dict[str, object], callback_url: str | None, via_api: bool
     ) -> str:
-        """Create a task and return its id; an API-created one is charged and counted.
+        """Create a task and return its id; an API-created one is limited, charged and counted.
 
         Raises:
+            InFlightLimitError: If ``via_api`` and the account has its limit of tasks in
+                flight (no task, no charge; counted in ``rate_limited_creates``).
             InsufficientCreditsError: If ``via_api`` and the balance cannot pay (no task).
         """
         with self.lock:
             now = self.clock()
             cost = self.account.cost(input)
             if via_api:
+                self._admit(now)
                 self.account.charge(cost, now)
                 self.stats.tasks_created += 1
             task_id = self._new_task_id()
@@ -104,6 +111,9 @@ class ServerState:
                 charged=via_api,
             )
             self._tasks[task_id] = record
+            if via_api:
+                in_flight = self.in_flight.add(record, now)
+                self.stats.peak_in_flight = max(self.stats.peak_in_flight, in_flight)
             if record.charged and record.may_fail:
                 self.account.refund_if_failed(record)
             if callback_url is not None and is_loopback_http_url(callback_url):
@@ -114,6 +124,19 @@ class ServerState:
                     record.duration + _CALLBACK_MARGIN, self._callback_timer_fired, task_id
                 )
         return task_id
+
+    def _admit(self, now: float) -> None:
+        """Let one more API task in, or count and raise the refusal (call with the lock held)."""
+        try:
+            self.in_flight.admit(now)
+        except InFlightLimitError:
+            self.stats.rate_limited_creates += 1
+            raise
+
+    def reset_stats(self) -> None:
+        """Zero the counters and empty the request log; the peak starts from the tasks in flight."""
+        with self.lock:
+            self.stats = FakeStats(peak_in_flight=self.in_flight.count(self.clock()))
 
     def end(self, flux_task_id: str, ending: Ending) -> None:
         """End a running task now with ``ending``.
@@ -134,6 +157,7 @@ class ServerState:
                     )
                 return
             record.force(ending, now=now, wall=time.time())
+            self.in_flight.forget(flux_task_id)
             if record.charged and ending.status == "failed":
                 self.account.refund_if_failed(record)
             self.account.settle(now)

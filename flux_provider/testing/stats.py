@@ -51,6 +51,11 @@ class FakeStats:
             ones (none while the endpoint is switched off: it is then an unknown route).
         image_requests: Every GET of a result file, including faulted and missing ones.
         callbacks_sent: Callback POSTs attempted to loopback ``callback_url`` addresses.
+        rate_limited_creates: ``CreateTask`` requests answered 429 because the account had
+            ``max_in_flight`` tasks in flight (faults not included).
+        peak_in_flight: The most tasks created through the API and not ended at once, as seen
+            at each creation (the new task included); after ``reset_stats()`` it starts from
+            the tasks then in flight.
         requests: Every request received, in arrival order, including unknown routes.
     """
 
@@ -61,6 +66,8 @@ class FakeStats:
     estimate_requests: int = 0
     image_requests: int = 0
     callbacks_sent: int = 0
+    rate_limited_creates: int = 0
+    peak_in_flight: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def counters(self) -> dict[str, int]:
@@ -73,4 +80,6 @@ class FakeStats:
             "estimate_requests": self.estimate_requests,
             "image_requests": self.image_requests,
             "callbacks_sent": self.callbacks_sent,
+            "rate_limited_creates": self.rate_limited_creates,
+            "peak_in_flight": self.peak_in_flight,
         }

@@ -23,6 +23,7 @@ __all__ = [
     "Reply",
     "envelope",
     "error_reply",
+    "format_seconds",
     "ok_reply",
     "parse_create_body",
     "route",
@@ -123,6 +124,11 @@ def error_reply(
     """An error envelope with ``data: null``; the body ``code`` defaults to ``status``."""
     body = envelope(status if code is None else code, message, None, message_key=message_key)
     return Reply(status=status, body=body, headers=headers, close=close)
+
+
+def format_seconds(seconds: float) -> str:
+    """Seconds as a ``Retry-After`` header sends them: whole values as integers."""
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 
 def _is_image_reference(value: object) -> bool:

@@ -779,6 +779,8 @@ def test_stats_count_and_redact(server: FakeFluxServer, client: httpx.Client) ->
         "estimate_requests": 2,
         "image_requests": 1,
         "callbacks_sent": 0,
+        "rate_limited_creates": 0,
+        "peak_in_flight": 1,
     }
     assert [(r.method, r.path) for r in stats.requests] == [
         ("POST", CREATE),
