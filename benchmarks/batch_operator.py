@@ -31,8 +31,8 @@ A throwaway batch of 2 images runs first (:func:`warm_up`). Figures per case (se
 * ``peak_in_flight``, ``rate_limited_creates``: the most tasks in flight at the fake, and the
   creates it refused for its limit.
 * ``paid_twice``: tasks created beyond one per image.
-* ``triggerer_rss``: per triggerer, the largest ``VmHWM`` of its processes (reset at the start
-  of the case) and its growth over that process's RSS at the reset.
+* ``triggerer_rss``: per triggerer, the peak RSS (``VmHWM``, reset at the start of the case) of
+  the process of its session that grew most over its RSS at the reset, and that growth.
 
 Quick mode (``make bench-quick``) runs case (a) with 100 images and T = 5 s under
 ``dag.test()`` in the child of :mod:`benchmarks.dag_test_child` (a fresh SQLite home, shared
@@ -190,16 +190,23 @@ class TriggererMemory:
                 if (rss := process_rss_kib(pid)) is not None:
                     self.baseline[name][pid] = rss
 
-    def peaks(self) -> dict[str, dict[str, float]]:
-        """Per triggerer: the largest ``VmHWM`` of its processes (MiB) and its growth."""
-        found: dict[str, dict[str, float]] = {}
+    def peaks(self) -> dict[str, dict[str, Any]]:
+        """Per triggerer: the peak (``VmHWM``, MiB) and growth of the process that grew most
+        (a triggerer is a job process and a trigger runner: the runner holds the triggers),
+        and every process's own figures."""
+        found: dict[str, dict[str, Any]] = {}
         for name, processes in self.baseline.items():
-            peak, growth = 0, 0
+            each: dict[str, dict[str, float]] = {}
             for pid, before in processes.items():
                 high = process_rss_kib(pid, "VmHWM")
-                if high is not None and high > peak:
-                    peak, growth = high, high - before
-            found[name] = {"peak_mib": peak / 1024, "growth_mib": growth / 1024}
+                if high is not None:
+                    each[str(pid)] = {"peak_mib": high / 1024, "growth_mib": (high - before) / 1024}
+            grew = max(each.values(), key=lambda v: v["growth_mib"], default=None)
+            found[name] = {
+                "peak_mib": grew["peak_mib"] if grew else math.nan,
+                "growth_mib": grew["growth_mib"] if grew else math.nan,
+                "processes": each,
+            }
         return found
 
 
