@@ -164,7 +164,7 @@ def test_d6_a_worker_killed_before_the_batch_defers_is_retried_without_paying_tw
     timeout, and the retry submits every item once."""
     before, created = set(fake_flux.tasks), fake_flux.stats.tasks_created
     balance_checks = fake_flux.stats.balance_requests
-    fake_flux.duration = 10.0
+    fake_flux.duration = 5.0
     fake_flux.add_fault(Fault(endpoint="balance", delay=300, times=1))
     started = time.monotonic()
     try:
@@ -206,7 +206,7 @@ def test_d7_a_killed_triggerers_batch_is_adopted_and_finished_without_paying_twi
     id (milliseconds) would pay for that item twice: the API takes no idempotency key.
     """
     before, created = set(fake_flux.tasks), fake_flux.stats.tasks_created
-    fake_flux.duration = 15.0
+    fake_flux.duration = 10.0
     started = time.monotonic()
     try:
         run_id = start_batch(cluster, DAG_ID, COUNT, output)
