@@ -54,7 +54,7 @@ demo: $(STAMP)
 demo-ui: $(STAMP)
 	$(BIN)/python -m devtools.demo_ui
 
-# B5 runs a distributed Airflow: the full run needs what make test-distributed needs.
+# B5 and B6 run a distributed Airflow: the full run needs what make test-distributed needs.
 bench: distributed-deps
 	$(BIN)/python -m benchmarks.run
 
@@ -74,7 +74,7 @@ distributed-deps: $(STAMP)
 	  postgresql redis-server)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,distributed]"
 
-# The scenarios on PostgreSQL, Celery and two triggerers (README "Running at scale").
+# The scenarios on PostgreSQL, Celery and two triggerers (docs/scale.md): D1-D9.
 # DISTRIBUTED_TESTS picks some (CI: "-k 'd1 or d2'"); FLUX_D1_COUNT sizes D1's batch.
 DISTRIBUTED_TESTS ?=
 test-distributed: distributed-deps

@@ -53,11 +53,28 @@ def open_fds() -> int:
         return 0
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status_kib(field: str, pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise LookupError(f"no {field} in /proc/self/status")
+    raise LookupError(f"no {field} in /proc/{pid}/status")
+
+
+def process_rss_kib(pid: int, field: str = "VmRSS") -> int | None:
+    """Another process's ``VmRSS`` (or ``VmHWM``, its peak) in KiB; ``None`` if it is gone."""
+    try:
+        return _status_kib(field, pid)
+    except (OSError, LookupError):
+        return None
+
+
+def reset_process_peak_rss(pid: int) -> bool:
+    """Reset another process's ``VmHWM`` to its current RSS (a process of the same user)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def rss_kib() -> int:

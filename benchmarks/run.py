@@ -1,14 +1,16 @@
-"""Run the benchmark suite: ``python -m benchmarks.run [--quick] [--only B1,B2,B3,B4,B5]``.
+"""Run the benchmark suite: ``python -m benchmarks.run [--quick] [--only B1,B2,B3,B4,B5,B6]``.
 
 Prints one table and writes ``benchmarks/results/latest.json`` (date, machine, parameters and
-every figure); a full run also puts the table into ``benchmarks/README.md``.
+every figure); a full run also puts the table into ``benchmarks/README.md`` (a full run of every
+benchmark into its main results block; a full run of B6 alone into B6's own block).
 
-* full (``make bench``, ~35 min): B1 at N = 100 (ours and the per-task floor three times) and
+* full (``make bench``, ~100 min): B1 at N = 100 (ours and the per-task floor three times) and
   1000 (twice) with T = 30 s plus an all-at-once start at N = 1000; B2 at 10/30/60 s; B3 and
-  B4 on one ``airflow standalone``; B5 on a distributed Airflow (PostgreSQL, Celery, two
-  triggerers).
+  B4 on one ``airflow standalone``; B5 and B6 each on a distributed Airflow (PostgreSQL,
+  Celery, two triggerers).
 * quick (``make bench-quick``, < 2 min): B1 at N = 100 with T = 5 s; B2 with time scaled by
-  0.2; B3 with ``dag.test()``; B4 and B5 skipped.
+  0.2; B3 and B6's case (a) with 100 images of T = 5 s, both with ``dag.test()`` in one child;
+  B4 and B5 skipped.
 
 Every process started is stopped at the end, also on failure or Ctrl-C. Work files (child
 logs, Airflow homes) go to a temporary folder, kept only if a benchmark failed or with
@@ -35,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import fleet, mapped_batch, polling, worker_slot
+from benchmarks import batch_operator, dag_test_child, fleet, mapped_batch, polling, worker_slot
 from benchmarks.fake_process import FakeApiProcess
 from benchmarks.measure import machine
 
@@ -45,7 +47,9 @@ RESULTS = BENCH_DIR / "results" / "latest.json"
 README = BENCH_DIR / "README.md"
 README_BEGIN = "<!-- latest-results:begin -->"
 README_END = "<!-- latest-results:end -->"
-ALL = ("B1", "B2", "B3", "B4", "B5")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
+ALONE = ("B6",)
+"""Benchmarks whose full run alone (``--only B6``) has a results block of its own in the README."""
 
 B1_TARGET_FLOOR_N100 = 1.25
 B1_ROUNDS_N100 = 3
@@ -169,10 +173,12 @@ def run_suite(
     if "B2" in only:
         results["B2"] = _guarded("B2", lambda: polling.run(quick=quick, env=env, workdir=workdir))
     if quick:
-        if "B3" in only:
-            results["B3"] = _guarded(
-                "B3", lambda: worker_slot.run_dag_test(duration=5.0, env=env, workdir=workdir)
-            )
+        in_child = [name for name in dag_test_child.NAMES if name in only]
+        if in_child:
+            label = " and ".join(in_child)
+            both = _guarded(label, lambda: dag_test_child.run(in_child, env=env, workdir=workdir))
+            for name in in_child:
+                results[name] = both.get(name) or {"error": both.get("error", "no result")}
         if "B4" in only:
             results["B4"] = {"skipped": "skipped in quick mode (needs ~5 min of standalone)"}
     elif "B3" in only or "B4" in only:
@@ -195,6 +201,8 @@ def run_suite(
 
             b1 = results.get("B1")
             results["B5"] = _guarded("B5", lambda: distributed_batch.run(workdir, b1=b1))
+    if "B6" in only and not quick:
+        results["B6"] = _guarded("B6", lambda: batch_operator.run(workdir))
     return results
 
 
@@ -464,12 +472,113 @@ def b5_rows(b5: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _b6_case(name: str, images: int, duration: float, method: str) -> str:
+    where = ", dag.test" if method == "dag.test" else ""
+    return {
+        "batch": (
+            f"(a) {images} images, one batch task, max_in_flight "
+            f"{batch_operator.BATCH_MAX_IN_FLIGHT}"
+        ),
+        "limited": (
+            f"(b) {images} images, one batch task, service limit "
+            f"{batch_operator.SERVICE_LIMIT}, max_in_flight {batch_operator.SERVICE_LIMIT}"
+        ),
+        "mapped": f"(c) {images} mapped FluxGenerateImageOperator",
+        "floor": f"(d) floor: {images} mapped DateTimeSensorAsync",
+    }[name] + f", T={duration:g} s{where}"
+
+
+def b6_case_rows(
+    name: str, figures: dict[str, Any], parameters: dict[str, Any], method: str
+) -> list[Row]:
+    """Rows of one B6 case."""
+    images = parameters["images"]
+    case = _b6_case(name, images, parameters["duration_s"], method)
+    if "error" in figures:
+        return [("B6", case, "ERROR", figures["error"].splitlines()[0][:120], "")]
+    batch = name in ("batch", "limited")
+    rows: list[Row] = []
+
+    def add(figure: str, value: str, target: str = "") -> None:
+        rows.append(("B6", case, figure, value, target))
+
+    wall = f"{_f(figures['wall_over_t'])} ({_f(figures['wall_s'], 0)})"
+    if name == "floor":
+        add("first task start to last task end / T (s)", wall)
+    else:
+        target = ""
+        if name == "batch":
+            limit = batch_operator.TARGET_BATCH_WALL_OVER_T
+            target = _target(f"<= {limit:g}", figures["wall_over_t"] <= limit)
+        elif name == "limited":
+            limit = batch_operator.limited_target(images)
+            target = _target(f"<= {limit:g}", figures["wall_over_t"] <= limit)
+        add("first submit to last stored image / T (s)", wall, target)
+        ready = " / ".join(
+            _f(figures[f"ready_to_stored_{key}_s"], 1) for key in ("p50", "p95", "max")
+        )
+        target = ""
+        if batch:
+            limit = batch_operator.TARGET_READY_TO_STORED_MAX_S
+            target = _target(f"max <= {limit:g}", figures["ready_to_stored_max_s"] <= limit)
+        add("ready to stored s, p50 / p95 / max", ready, target)
+    add(
+        "worker-slot s in all (per image)",
+        f"{_f(figures['slot_s'], 1)} ({_f(figures['slot_s_per_image'])})",
+    )
+    if name != "floor":
+        add(
+            "API calls per image (calls in all)",
+            f"{_f(figures['api_calls_per_image'], 1)} ({figures['api_calls']})",
+        )
+        target = ""
+        if name == "limited":
+            limit = batch_operator.SERVICE_LIMIT
+            target = _target(f"<= {limit}", figures["peak_in_flight"] <= limit)
+        add(
+            "most in flight at the fake; creates refused (429)",
+            f"{figures['peak_in_flight']}; {figures['rate_limited_creates']}",
+            target,
+        )
+        add(
+            "paid twice; failed",
+            f"{figures['paid_twice']}; {figures['failed']}",
+            _target("0; 0", figures["paid_twice"] == 0 and figures["failed"] == 0),
+        )
+    else:
+        add("failed", str(figures["failed"]), _target("0", figures["failed"] == 0))
+    if "process_rss" in figures:
+        rss = figures["process_rss"]
+        add(
+            "peak RSS MiB (growth) of the process running the trigger inline",
+            f"{_f(rss['peak_mib'], 0)} (+{_f(rss['growth_mib'], 1)})",
+        )
+    else:
+        add(
+            "triggerers' peak RSS MiB (growth in the case)",
+            " / ".join(
+                f"{triggerer} {_f(v['peak_mib'], 0)} (+{_f(v['growth_mib'], 1)})"
+                for triggerer, v in sorted(figures["triggerer_rss"].items())
+            ),
+        )
+    return rows
+
+
+def b6_rows(b6: dict[str, Any]) -> list[Row]:
+    """Rows of B6: each case side by side."""
+    rows: list[Row] = []
+    for name, figures in b6["cases"].items():
+        rows.extend(b6_case_rows(name, figures, b6["parameters"], b6["method"]))
+    return rows
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "B1": b1_rows,
     "B2": b2_rows,
     "B3": b3_rows,
     "B4": b4_rows,
     "B5": b5_rows,
+    "B6": b6_rows,
 }
 
 
@@ -503,15 +612,37 @@ def table(report: dict[str, Any]) -> str:
     return title + "\n\n" + "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    """Replace the results section of ``benchmarks/README.md`` with ``text``."""
+def readme_markers(only: Sequence[str]) -> tuple[str, str] | None:
+    """The README block a full run of ``only`` writes: every benchmark's, or one of
+    :data:`ALONE`'s own; ``None`` for other selections."""
+    if set(only) == set(ALL):
+        return README_BEGIN, README_END
+    if len(only) == 1 and only[0] in ALONE:
+        return (
+            README_BEGIN.replace("latest-results", f"latest-results:{only[0]}"),
+            README_END.replace("latest-results", f"latest-results:{only[0]}"),
+        )
+    return None
+
+
+def default_output(only: Sequence[str]) -> Path:
+    """Where the results go unless ``--output`` says: a run of one of :data:`ALONE` by itself
+    keeps the last full run's file."""
+    if len(only) == 1 and only[0] in ALONE:
+        return RESULTS.with_name(f"latest-{only[0]}.json")
+    return RESULTS
+
+
+def update_readme(text: str, markers: tuple[str, str] = (README_BEGIN, README_END)) -> None:
+    """Replace the results block between ``markers`` of ``benchmarks/README.md`` with ``text``."""
     if not README.exists():
         return
+    begin, end = markers
     content = README.read_text()
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(content):
         return
-    replacement = f"{README_BEGIN}\n{text}\n{README_END}"
+    replacement = f"{begin}\n{text}\n{end}"
     README.write_text(pattern.sub(lambda _: replacement, content))
 
 
@@ -540,7 +671,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the < 2 minute smoke run")
     parser.add_argument("--only", default=",".join(ALL), help="e.g. B1,B2")
     parser.add_argument("--profile", action="store_true", help="also run B1 ours under cProfile")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="results JSON path (default: results/latest.json; results/latest-B6.json for a run "
+        "of B6 alone)",
+    )
     parser.add_argument("--keep-workdir", action="store_true")
     args = parser.parse_args(argv)
     only = [name.strip().upper() for name in args.only.split(",") if name.strip()]
@@ -573,12 +710,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["wall_s"] = time.perf_counter() - started
     text = table(report)
     report["table"] = text
-    write_results(report, args.output)
+    output = args.output or default_output(only)
+    write_results(report, output)
     print()
     print(text)
-    print(f"\nwritten to {args.output}")
-    if not args.quick and set(only) == set(ALL) and args.output == RESULTS:
-        update_readme(text)
+    print(f"\nwritten to {output}")
+    markers = readme_markers(only)
+    if not args.quick and markers is not None and args.output is None:
+        update_readme(text, markers)
     return 1 if failed else 0
 
 

@@ -15,22 +15,17 @@ figures are a slight underestimate; DAG parsing is counted.
 
 Two ways to run it:
 
-* ``dag.test()`` (quick mode): a child process with a fresh SQLite ``AIRFLOW_HOME`` runs both
-  DAGs of ``benchmarks/dags`` in-process (the trigger runs inline); no executor, so no process
-  start-up cost is in the figures.
+* ``dag.test()`` (quick mode): the child process of :mod:`benchmarks.dag_test_child` (a fresh
+  SQLite ``AIRFLOW_HOME``) runs both DAGs of ``benchmarks/dags`` in-process (the trigger runs
+  inline); no executor, so no process start-up cost is in the figures.
 * ``airflow standalone`` (full mode): real LocalExecutor and triggerer; several images per
   mode, started a few seconds apart; timings read over the REST API.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.fake_process import FakeApiProcess
-from benchmarks.measure import die_with_parent
 from devtools.dags import load_dag
 
 if TYPE_CHECKING:
@@ -104,10 +98,11 @@ def summarise(timings: Sequence[SlotTiming]) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ dag.test() (child process)
+# ------------------------------------------------------------------ dag.test() (quick mode)
 
 
-def _dag_test_timing(dag_id: str) -> SlotTiming:
+def dag_test_timing(dag_id: str) -> SlotTiming:
+    """Run ``dag_id`` once with ``dag.test()`` in this process; its one task's slot timing."""
     from airflow.models.log import Log
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -131,81 +126,19 @@ def _dag_test_timing(dag_id: str) -> SlotTiming:
         return slot_timing(str(ti.state), ti.start_date, ti.end_date, timeline)
 
 
-def run_dag_test_child(duration: float, workdir: Path) -> dict[str, Any]:
-    """In a child whose environment points at a fresh AIRFLOW_HOME: migrate, run both DAGs."""
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    with FakeApiProcess(duration=WARM_UP_DURATION, log_path=workdir / "b3-fake.log") as fake:
-        os.environ["AIRFLOW_CONN_FLUX_DEFAULT"] = fake.connection_json()
-        # A throwaway run first: dag.test()'s in-process API server starts on first use (~3 s).
-        warm_up = _dag_test_timing(DAG_IDS["worker"])
-        fake.set_duration(duration)
-        fake.take_stats()
-        results = {mode: summarise([_dag_test_timing(dag)]) for mode, dag in DAG_IDS.items()}
-        stats = fake.take_stats()
+def run_dag_test(fake: FakeApiProcess, duration: float) -> dict[str, Any]:
+    """B3 under ``dag.test()`` in this process (set up by :mod:`benchmarks.dag_test_child`,
+    which also ran the throwaway run): one image per mode, each task lasting ``duration``."""
+    fake.set_duration(duration)
+    fake.take_stats()
+    results = {mode: summarise([dag_test_timing(dag)]) for mode, dag in DAG_IDS.items()}
+    stats = fake.take_stats()
     return {
         "method": "dag.test() (in-process, trigger inline)",
         "duration_s": duration,
         "modes": results,
-        "warm_up": asdict(warm_up),
         "api_calls": stats["create_requests"] + stats["poll_requests"],
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Child entry point for the ``dag.test()`` method."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker_slot")
-    parser.add_argument("--duration", type=float, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    result = run_dag_test_child(args.duration, args.out.parent)
-    args.out.write_text(json.dumps(result, default=str))
-    return 0
-
-
-def airflow_env(env: dict[str, str], home: Path) -> dict[str, str]:
-    """``env`` pointed at a private AIRFLOW_HOME with the benchmark DAGs and SQLite."""
-    return {
-        **{k: v for k, v in env.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    }
-
-
-def run_dag_test(*, duration: float, env: dict[str, str], workdir: Path) -> dict[str, Any]:
-    """B3 with ``dag.test()`` in a child process (bounded by a timeout)."""
-    home = workdir / "b3-airflow-home"
-    home.mkdir(parents=True, exist_ok=True)
-    out = workdir / "b3.json"
-    log = workdir / "b3.log"
-    with log.open("w") as log_file:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.worker_slot",
-                *("--duration", str(duration), "--out", str(out)),
-            ],
-            env=airflow_env(env, home),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            timeout=4 * duration + 300,
-            preexec_fn=die_with_parent,
-            check=False,
-        )
-    if completed.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-20:]
-        raise RuntimeError(f"B3 exited {completed.returncode}:\n" + "\n".join(tail))
-    return dict(json.loads(out.read_text()))
 
 
 # ------------------------------------------------------------------ airflow standalone
@@ -296,7 +229,3 @@ def run_standalone(
         "modes": modes,
         "api_calls": stats["create_requests"] + stats["poll_requests"],
     }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

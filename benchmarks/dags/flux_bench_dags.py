@@ -1,4 +1,4 @@
-"""DAGs of the benchmark suite (B3 worker slot, B4 mapped batch); not examples.
+"""DAGs of the benchmark suite (B3 worker slot, B4 and B5 mapped batches, B6); not examples.
 
 * ``flux_bench_slot_deferred`` / ``flux_bench_slot_worker``: one generation, deferrable or
   polling in the worker, adaptive default poll schedule, no retries and no download, so the
@@ -7,21 +7,33 @@
   deferrable operator; no pool and no per-DAG cap (``max_active_tasks`` is raised above the
   default 16), so every generation can be in flight at once and only the executor's
   parallelism limits how many task processes run together.
-* ``flux_bench_stored_batch`` (B5): the same, each image stored under ``params.output_dir``.
+* ``flux_bench_stored_batch`` (B5, B6 (c)): the same, each image stored under
+  ``params.output_dir``.
+* ``flux_bench_one_batch`` (B6 (a)): the same prompts as one ``FluxGenerateImageBatchOperator``
+  task, every generation in flight at once (``max_in_flight=1000``);
+  ``flux_bench_one_batch_limited`` (B6 (b)): the same through connection ``flux_limited`` (a
+  service that allows 24 tasks in flight), ``max_in_flight=24``.
+* ``flux_bench_floor`` (B6 (d)): Airflow's own floor: ``params.count`` mapped
+  ``DateTimeSensorAsync`` that each wait ``params.wait_s`` seconds from their own start in the
+  triggerer, then resume on a worker, as a generation does. The sensor has no per-item input:
+  it is mapped over ``end_from_trigger=False`` (which is what sends each back to a worker).
 
-Connection: ``flux_default`` (the benchmark points it at the fake API).
+Connections: ``flux_default`` and ``flux_limited`` (the benchmark points them at fake APIs).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import DAG, Param, task
 
-from flux_provider.operators import FluxGenerateImageOperator
+from flux_provider.operators import FluxGenerateImageBatchOperator, FluxGenerateImageOperator
 
 START = datetime(2026, 1, 1)
 TIMEOUT = 15 * 60.0
+BATCH_TIMEOUT = 2 * 3600.0
+PROMPT = "catalogue shot {:04d}: a ceramic cup, studio light"
 
 for deferrable in (True, False):
     with DAG(
@@ -60,7 +72,7 @@ for stored in (False, True):
         def make_prompts(params: dict[str, int] | None = None) -> list[str]:
             """``params.count`` distinct prompts."""
             count = int((params or {}).get("count", 100))
-            return [f"catalogue shot {i:04d}: a ceramic cup, studio light" for i in range(count)]
+            return [PROMPT.format(i) for i in range(count)]
 
         FluxGenerateImageOperator.partial(
             task_id="generate",
@@ -69,3 +81,60 @@ for stored in (False, True):
             download_to="{{ params.output_dir }}" if stored else None,
         ).expand(prompt=make_prompts())
     globals()[batch_dag.dag_id] = batch_dag
+
+
+for limited in (False, True):
+    with DAG(
+        dag_id="flux_bench_one_batch_limited" if limited else "flux_bench_one_batch",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["flux", "benchmark"],
+        params={
+            "count": Param(100, type="integer", minimum=1, maximum=1000),
+            "output_dir": Param("/tmp/flux-bench-images", type="string"),
+        },
+        default_args={"retries": 0},
+    ) as one_batch_dag:
+
+        @task
+        def batch_prompts(params: dict[str, int] | None = None) -> list[str]:
+            """``params.count`` distinct prompts."""
+            count = int((params or {}).get("count", 100))
+            return [PROMPT.format(i) for i in range(count)]
+
+        FluxGenerateImageBatchOperator(
+            task_id="generate",
+            prompts=batch_prompts(),  # type: ignore[arg-type]  # the list, at run time
+            download_to="{{ params.output_dir }}",
+            flux_conn_id="flux_limited" if limited else "flux_default",
+            max_in_flight=24 if limited else 1000,
+            deferrable=True,
+            timeout=BATCH_TIMEOUT,
+        )
+    globals()[one_batch_dag.dag_id] = one_batch_dag
+
+
+with DAG(
+    dag_id="flux_bench_floor",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["flux", "benchmark"],
+    params={
+        "count": Param(100, type="integer", minimum=1, maximum=1000),
+        "wait_s": Param(30, type="number", minimum=0),
+    },
+    max_active_tasks=1024,
+    default_args={"retries": 0},
+) as flux_bench_floor:
+
+    @task
+    def resume_on_a_worker(params: dict[str, int] | None = None) -> list[bool]:
+        """``params.count`` times ``False``: one mapped sensor each, ending on a worker."""
+        return [False] * int((params or {}).get("count", 100))
+
+    DateTimeSensorAsync.partial(
+        task_id="wait",
+        target_time="{{ (ti.start_date + macros.timedelta(seconds=params.wait_s)).isoformat() }}",
+    ).expand(end_from_trigger=resume_on_a_worker())

@@ -18,6 +18,10 @@ from tests.conftest import API_KEY, DAGS_FOLDER
 
 # Seconds a fake generation takes unless a test completes it: longer than any test waits.
 FAKE_DURATION = 3600.0
+# The scenarios' set-up (tests/e2e/distributed/test_*scenarios.py).
+HEALTH_CHECK_THRESHOLD = 10.0
+HEARTBEAT_TIMEOUT = 20.0
+WORKER_SLOTS = 8
 
 
 def distributed_airflow(home: Path, fake: FakeFluxServer, **options: Any) -> DistributedAirflow:
@@ -46,6 +50,42 @@ def distributed(
     airflow = distributed_airflow(tmp_path_factory.mktemp("distributed-airflow-home"), fake_flux)
     with airflow:
         yield airflow
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, fake_flux: FakeFluxServer
+) -> Iterator[DistributedAirflow]:
+    """The scenarios' distributed Airflow, one per module: a Celery worker of 8 slots,
+    triggerers taken for dead after 10 s, tasks after 20 s without a heartbeat;
+    ``flux_default`` is created in its database (encrypted) through the REST API, as a user adds
+    one."""
+    airflow = DistributedAirflow(
+        home=tmp_path_factory.mktemp("scenarios-home"),
+        dags_folder=DAGS_FOLDER,
+        worker_concurrency=WORKER_SLOTS,
+        triggerer_health_check_threshold=HEALTH_CHECK_THRESHOLD,
+        task_instance_heartbeat_timeout=HEARTBEAT_TIMEOUT,
+    )
+    with airflow:
+        report(f"start-up: {airflow.startup_seconds:.1f} s")
+        airflow.api(
+            "POST",
+            "/api/v2/connections",
+            json={
+                "connection_id": "flux_default",
+                "conn_type": "flux",
+                "host": fake_flux.base_url,
+                "password": API_KEY,
+            },
+        )
+        yield airflow
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Path:
+    """The folder a scenario's images go to."""
+    return tmp_path / "images"
 
 
 REPORT: list[str] = []

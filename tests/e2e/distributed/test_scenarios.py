@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ from devtools.connections import ConnectionCensus
 from devtools.distributed import DistributedAirflow
 from devtools.sampling import Sampler
 from flux_provider.testing import FakeFluxServer, Fault
-from tests.conftest import API_KEY, DAGS_FOLDER
-from tests.e2e.distributed.conftest import FAKE_DURATION, report
+from tests.conftest import API_KEY
+from tests.e2e.distributed.conftest import FAKE_DURATION, HEALTH_CHECK_THRESHOLD, report
 from tests.e2e.distributed.support import (
     TRIGGERERS,
     TriggerOwnership,
@@ -46,44 +46,9 @@ pytestmark = pytest.mark.timeout(1500)
 
 D1_COUNT = int(os.environ.get("FLUX_D1_COUNT", "200"))
 D1_DURATION = 20.0
-HEALTH_CHECK_THRESHOLD = 10.0
-HEARTBEAT_TIMEOUT = 20.0
-WORKER_SLOTS = 8
 MAX_CONNECTIONS = 64
 DEFERRED = "flux_batch_deferred"
 ON_WORKER = "flux_batch_worker"
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, fake_flux: FakeFluxServer
-) -> Iterator[DistributedAirflow]:
-    """The distributed Airflow; ``flux_default`` is created in its database (encrypted)."""
-    airflow = DistributedAirflow(
-        home=tmp_path_factory.mktemp("scenarios-home"),
-        dags_folder=DAGS_FOLDER,
-        worker_concurrency=WORKER_SLOTS,
-        triggerer_health_check_threshold=HEALTH_CHECK_THRESHOLD,
-        task_instance_heartbeat_timeout=HEARTBEAT_TIMEOUT,
-    )
-    with airflow:
-        report(f"start-up: {airflow.startup_seconds:.1f} s")
-        airflow.api(
-            "POST",
-            "/api/v2/connections",
-            json={
-                "connection_id": "flux_default",
-                "conn_type": "flux",
-                "host": fake_flux.base_url,
-                "password": API_KEY,
-            },
-        )
-        yield airflow
-
-
-@pytest.fixture
-def output(tmp_path: Path) -> Path:
-    return tmp_path / "images"
 
 
 def _wait(

@@ -225,3 +225,23 @@ def test_benchmark_launcher_keeps_its_interface(tmp_path: Path) -> None:
     assert cpu > 0
     assert connection["host"] == fake.base_url
     assert connection["password"] == fake.api_key == "sk-flux-bench-key"
+
+
+def test_benchmark_launcher_reports_the_fakes_own_task_times(tmp_path: Path) -> None:
+    with FakeApiProcess(duration=0.0, log_path=tmp_path / "bench.log", max_in_flight=1) as fake:
+        ids = create_tasks(fake.base_url, fake.api_key, 2, prefix="timed")
+        with FakeApiProcess(duration=3600.0, max_in_flight=1) as slow:
+            (running,) = create_tasks(slow.base_url, slow.api_key, 1)
+            with httpx.Client(base_url=slow.base_url, headers={"x-api-key": slow.api_key}) as http:
+                refused = http.post(CREATE, json=body())
+            slow_times = slow.task_times()
+        times = fake.task_times()
+
+    assert list(times) == ids
+    for task in times.values():
+        assert task.status == "success"
+        assert task.completed_at == task.created_at  # created_at + duration, to the float
+    assert refused.status_code == 429  # the limit reached the child
+    assert list(slow_times) == [running]
+    assert slow_times[running].completed_at is None
+    assert slow_times[running].status in ("pending", "running")
