@@ -89,6 +89,7 @@ async def test_work_past_its_bound_is_cancelled(bound: Bound) -> None:
         except asyncio.CancelledError:
             cancelled.set()
             raise
+        return 0
 
     with pytest.raises(asyncio.TimeoutError):
         await bound(0.05, stalled())
