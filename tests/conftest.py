@@ -16,9 +16,11 @@ Tests are laid out by kind, and each kind is a marker given by its folder (``pyt
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,7 @@ collect_ignore_glob = [
     if importlib.util.find_spec(module) is None
 ]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="flux-airflow-home-"))
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
 DAGS_FOLDER.mkdir()
 # dag.test() runs only DAGs it can serialise from the DAGs folder: the examples, the test DAGs
