@@ -76,8 +76,13 @@ def _reset_stats(on: bool) -> None:
         from airflow.sdk._shared.observability.metrics import stats
         from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
         from airflow.sdk.observability.metrics import stats_utils
-    except ImportError:  # Airflow 3.1 and 3.2: a singleton whose factory is chosen at import
+    except ImportError:  # Airflow 3.1: a singleton whose factory is chosen at import
         _reset_legacy_stats(on)
+        return
+    module: Any = stats
+    if not hasattr(module, "initialize"):  # Airflow 3.2: the class Stats, built by its metaclass
+        factory_of: Any = stats_utils.get_stats_factory
+        module.Stats.initialize(factory=factory_of(module.Stats) if on else NoStatsLogger)
         return
     factory = stats_utils.get_stats_factory() if on else NoStatsLogger
     stats.initialize(factory=factory, export_legacy_names=False)
